@@ -1,0 +1,172 @@
+//! Parsing at the edge: request bodies (protobuf or OTLP/JSON, maybe gzip) become a validated
+//! set of spans, ready for the WAL, and a count of the spans refused and why.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use schemas::convert::validate_span;
+
+use crate::error::IngestError;
+
+/// Body encodings OTLP defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// Gunzips `body`, refusing output over `limit` bytes (gzip bombs).
+pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let mut reader = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
+    reader
+        .read_to_end(&mut out)
+        .map_err(|e| IngestError::Decode(format!("gzip body could not be decompressed: {e}")))?;
+    if out.len() > limit {
+        return Err(IngestError::TooLarge {
+            what: "decompressed request body",
+            limit,
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes an ExportTraceServiceRequest.
+pub fn decode(body: &[u8], encoding: Encoding) -> Result<ExportTraceServiceRequest, IngestError> {
+    match encoding {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|e| {
+            IngestError::Decode(format!("body is not a valid OTLP protobuf ExportTraceServiceRequest: {e}"))
+        }),
+        Encoding::Json => serde_json::from_slice(body).map_err(|e| {
+            IngestError::Decode(format!(
+                "body is not valid OTLP/JSON (ids must be hex, enums integers, keys lowerCamelCase): {e}"
+            ))
+        }),
+    }
+}
+
+/// What a request leaves after validation.
+#[derive(Debug)]
+pub struct Accepted {
+    /// Protobuf encoding of the accepted spans, as written to the WAL; empty when no span
+    /// was accepted.
+    pub payload: Bytes,
+    pub accepted: u64,
+    pub rejected: u64,
+    /// Why spans were refused (the first few reasons), for `partial_success.error_message`.
+    pub message: String,
+}
+
+const MAX_REASONS: usize = 5;
+
+/// Validates every span, drops the refused ones (and scopes/resources left empty), and returns
+/// the protobuf payload for the WAL. `raw` is the protobuf body the request was decoded from,
+/// reused as the payload when nothing was refused.
+pub fn accept(mut req: ExportTraceServiceRequest, raw: Option<Bytes>) -> Accepted {
+    let mut accepted = 0u64;
+    let mut rejected = 0u64;
+    let mut reasons: Vec<String> = Vec::new();
+    for rs in &mut req.resource_spans {
+        for ss in &mut rs.scope_spans {
+            ss.spans.retain(|span| match validate_span(span) {
+                Ok(()) => {
+                    accepted += 1;
+                    true
+                }
+                Err(why) => {
+                    rejected += 1;
+                    if reasons.len() < MAX_REASONS {
+                        reasons.push(format!(
+                            "span {:?} (span_id {}): {why}",
+                            span.name,
+                            hex::encode(&span.span_id)
+                        ));
+                    }
+                    false
+                }
+            });
+        }
+        if rejected > 0 {
+            rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+        }
+    }
+    let payload = if accepted == 0 {
+        Bytes::new()
+    } else if rejected == 0
+        && let Some(raw) = raw
+    {
+        raw
+    } else {
+        req.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+        Bytes::from(req.encode_to_vec())
+    };
+    let mut message = String::new();
+    if rejected > 0 {
+        message = format!("refused {rejected} of {} spans: {}", accepted + rejected, reasons.join("; "));
+        if rejected as usize > reasons.len() {
+            message.push_str("; ...");
+        }
+    }
+    Accepted {
+        payload,
+        accepted,
+        rejected,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn span(trace_id: Vec<u8>, name: &str) -> Span {
+        Span {
+            trace_id,
+            span_id: vec![1; 8],
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn refused_spans_are_dropped_and_the_rest_kept() {
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![
+                    ScopeSpans {
+                        spans: vec![span(vec![7; 16], "good"), span(vec![0; 16], "zeros")],
+                        ..Default::default()
+                    },
+                    ScopeSpans {
+                        spans: vec![span(vec![7; 12], "short")],
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+        };
+        let a = accept(req, None);
+        assert_eq!((a.accepted, a.rejected), (1, 2));
+        assert!(a.message.contains("trace_id is all zeros"), "{}", a.message);
+        assert!(a.message.contains("trace_id has 12 bytes, expected 16"), "{}", a.message);
+        let kept = ExportTraceServiceRequest::decode(a.payload).unwrap_or_default();
+        assert_eq!(kept.resource_spans[0].scope_spans.len(), 1);
+        assert_eq!(kept.resource_spans[0].scope_spans[0].spans[0].name, "good");
+    }
+
+    #[test]
+    fn gzip_bomb_is_refused_with_the_limit() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..8 {
+            let _ = enc.write_all(&zeros);
+        }
+        let bomb = enc.finish().unwrap_or_default();
+        let err = gunzip(&bomb, 1 << 20).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("limit of 1048576 bytes"), "{err}");
+    }
+}

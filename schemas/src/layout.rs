@@ -1,0 +1,118 @@
+//! The store layout, a public interface: where span files live and how they are named.
+//!
+//! `spans/tenant=<tenant>/date=YYYY-MM-DD/hour=HH/<ulid>.parquet`, partitioned by the span's
+//! start time in UTC. File names are ULIDs (26 Crockford base32 characters): the first 48 bits
+//! are a millisecond timestamp, so names sort by creation time; the other 80 bits are given by
+//! the writer (random, or derived from a writer id so that a replay rewrites the same name).
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
+use crate::error::SchemaError;
+
+/// Top-level folder of the span table inside a store.
+pub const SPANS_DIR: &str = "spans";
+/// Tenant of spans that arrive without one.
+pub const DEFAULT_TENANT: &str = "default";
+/// File extension of span files.
+pub const PARQUET_EXT: &str = "parquet";
+
+/// One Hive partition of the span table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition {
+    pub tenant: String,
+    /// `YYYY-MM-DD` in UTC.
+    pub date: String,
+    /// 0..=23 in UTC.
+    pub hour: u32,
+}
+
+impl Partition {
+    /// The partition of a span of `tenant` starting at `start_ns` (Unix nanoseconds).
+    pub fn of_span(tenant: &str, start_ns: i64) -> Self {
+        let t = DateTime::<Utc>::from_timestamp_nanos(start_ns);
+        Self {
+            tenant: tenant.to_string(),
+            date: format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day()),
+            hour: t.hour(),
+        }
+    }
+
+    /// `spans/tenant=<t>/date=<d>/hour=<HH>`, without a trailing slash.
+    pub fn dir(&self) -> String {
+        format!(
+            "{SPANS_DIR}/tenant={}/date={}/hour={:02}",
+            self.tenant, self.date, self.hour
+        )
+    }
+
+    /// Path of a span file in this partition.
+    pub fn file_path(&self, file_name: &str) -> String {
+        format!("{}/{file_name}.{PARQUET_EXT}", self.dir())
+    }
+}
+
+/// Checks a tenant name: 1 to 64 of `[A-Za-z0-9_-]`, so it is safe in paths and URLs.
+pub fn validate_tenant(tenant: &str) -> Result<(), SchemaError> {
+    let ok = !tenant.is_empty()
+        && tenant.len() <= 64
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SchemaError::BadTenant(tenant.to_string()))
+    }
+}
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A ULID string from a millisecond timestamp and 80 bits of entropy (the low 80 bits of
+/// `entropy` are used).
+pub fn ulid(unix_ms: u64, entropy: u128) -> String {
+    let value: u128 = (u128::from(unix_ms & 0xFFFF_FFFF_FFFF) << 80)
+        | (entropy & ((1u128 << 80) - 1));
+    (0..26)
+        .map(|i| {
+            let shift = 125 - 5 * i;
+            char::from(CROCKFORD[((value >> shift) & 0x1F) as usize])
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_is_utc_start_hour() {
+        // 2026-03-02T23:59:59.999999999Z
+        let p = Partition::of_span("acme", 1_772_495_999_999_999_999);
+        assert_eq!(p.dir(), "spans/tenant=acme/date=2026-03-02/hour=23");
+        let next = Partition::of_span("acme", 1_772_496_000_000_000_000);
+        assert_eq!(next.dir(), "spans/tenant=acme/date=2026-03-03/hour=00");
+        assert_eq!(
+            Partition::of_span("default", 0).file_path("X"),
+            "spans/tenant=default/date=1970-01-01/hour=00/X.parquet"
+        );
+    }
+
+    #[test]
+    fn ulids_sort_by_time_and_are_26_chars() {
+        let a = ulid(1_700_000_000_000, u128::MAX);
+        let b = ulid(1_700_000_000_001, 0);
+        assert_eq!(a.len(), 26);
+        assert!(a < b, "{a} should sort before {b}");
+        assert_eq!(ulid(0, 0), "00000000000000000000000000");
+        // Known value from the ULID spec's reference implementation: time 1469918176385.
+        assert!(ulid(1_469_918_176_385, 0).starts_with("01ARYZ6S41"));
+    }
+
+    #[test]
+    fn tenants_are_path_safe() {
+        assert!(validate_tenant("team-a_1").is_ok());
+        for bad in ["", "a/b", "..", "t=x", &"x".repeat(65)] {
+            assert!(validate_tenant(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
