@@ -1,4 +1,7 @@
 //! Support code for the end-to-end tests in `e2e/`: a generator of realistic LLM-app traces
-//! (`corpus`) and harnesses for the real binaries and servers the tests drive.
+//! (`corpus`), harnesses for the real binaries and servers the tests drive (`harness`), and
+//! OTLP clients (`client`).
 
+pub mod client;
 pub mod corpus;
+pub mod harness;

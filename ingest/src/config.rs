@@ -131,14 +131,19 @@ impl Config {
         };
         let text = |a: Option<String>, f: Option<String>, d: &str| a.or(f).unwrap_or(d.into());
         let addr = |a: Option<SocketAddr>, f: Option<SocketAddr>, d: &str| {
-            a.or(f).map_or_else(|| d.parse().map_err(|_| cfg_err("bad default address")), Ok)
+            a.or(f)
+                .map_or_else(|| d.parse().map_err(|_| cfg_err("bad default address")), Ok)
         };
         let tenant = text(args.tenant, file.tenant, schemas::layout::DEFAULT_TENANT);
         schemas::layout::validate_tenant(&tenant).map_err(|e| cfg_err(&e.to_string()))?;
         let log_format = match text(args.log_format, file.log_format, "text").as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
-            other => return Err(cfg_err(&format!("log format {other:?}: expected text or json"))),
+            other => {
+                return Err(cfg_err(&format!(
+                    "log format {other:?}: expected text or json"
+                )));
+            }
         };
         let max_request_bytes = parse_size(
             "max_request_bytes",
@@ -225,7 +230,11 @@ pub fn parse_duration(name: &str, s: &str) -> Result<Duration, IngestError> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
-        _ => return Err(cfg_err(&format!("{name}: {s:?} needs a unit: ms, s, m or h"))),
+        _ => {
+            return Err(cfg_err(&format!(
+                "{name}: {s:?} needs a unit: ms, s, m or h"
+            )));
+        }
     };
     Ok(d)
 }
@@ -252,8 +261,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ingest-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| IngestError::io("mkdir", e))?;
         let file = dir.join("ingest.toml");
-        std::fs::write(&file, "store = \"s3://b/p\"\ntenant = \"acme\"\nflush_max_age = \"5s\"\n")
-            .map_err(|e| IngestError::io("write", e))?;
+        std::fs::write(
+            &file,
+            "store = \"s3://b/p\"\ntenant = \"acme\"\nflush_max_age = \"5s\"\n",
+        )
+        .map_err(|e| IngestError::io("write", e))?;
         let args = Args {
             config: Some(file.clone()),
             tenant: Some("cli".into()),

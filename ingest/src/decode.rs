@@ -104,7 +104,11 @@ pub fn accept(mut req: ExportTraceServiceRequest, raw: Option<Bytes>) -> Accepte
     };
     let mut message = String::new();
     if rejected > 0 {
-        message = format!("refused {rejected} of {} spans: {}", accepted + rejected, reasons.join("; "));
+        message = format!(
+            "refused {rejected} of {} spans: {}",
+            accepted + rejected,
+            reasons.join("; ")
+        );
         if rejected as usize > reasons.len() {
             message.push_str("; ...");
         }
@@ -151,7 +155,11 @@ mod tests {
         let a = accept(req, None);
         assert_eq!((a.accepted, a.rejected), (1, 2));
         assert!(a.message.contains("trace_id is all zeros"), "{}", a.message);
-        assert!(a.message.contains("trace_id has 12 bytes, expected 16"), "{}", a.message);
+        assert!(
+            a.message.contains("trace_id has 12 bytes, expected 16"),
+            "{}",
+            a.message
+        );
         let kept = ExportTraceServiceRequest::decode(a.payload).unwrap_or_default();
         assert_eq!(kept.resource_spans[0].scope_spans.len(), 1);
         assert_eq!(kept.resource_spans[0].scope_spans[0].spans[0].name, "good");
@@ -166,7 +174,10 @@ mod tests {
             let _ = enc.write_all(&zeros);
         }
         let bomb = enc.finish().unwrap_or_default();
-        let err = gunzip(&bomb, 1 << 20).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = gunzip(&bomb, 1 << 20)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("limit of 1048576 bytes"), "{err}");
     }
 }

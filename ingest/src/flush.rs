@@ -79,7 +79,9 @@ pub fn convert_segment(segment: &Segment, writer_id: u128) -> Result<Vec<SpanFil
         // whole segment over.
         match ExportTraceServiceRequest::decode(payload.as_slice()) {
             Ok(req) => batches.append(&tenant, &req.resource_spans),
-            Err(e) => tracing::error!(segment = %segment.path.display(), error = %e, "skipping undecodable wal record"),
+            Err(e) => {
+                tracing::error!(segment = %segment.path.display(), error = %e, "skipping undecodable wal record")
+            }
         }
         if batches.rows() >= BATCH_ROWS {
             drain(&mut batches, BATCH_ROWS)?;
@@ -120,14 +122,21 @@ async fn flush_segment(
         metrics
             .file_bytes_written
             .fetch_add(f.bytes.len() as u64, Ordering::Relaxed);
-        metrics.rows_written.fetch_add(f.rows as u64, Ordering::Relaxed);
+        metrics
+            .rows_written
+            .fetch_add(f.rows as u64, Ordering::Relaxed);
     }
     std::fs::remove_file(&segment.path)
         .map_err(|e| IngestError::io(format!("removing {}", segment.path.display()), e))?;
     metrics.flush_seconds.observe(started.elapsed());
     tracing::info!(
-        segment = segment.seq, files = files.len(), rows, parquet_bytes = bytes,
-        wal_bytes = segment.bytes, ms = started.elapsed().as_millis() as u64, "flushed"
+        segment = segment.seq,
+        files = files.len(),
+        rows,
+        parquet_bytes = bytes,
+        wal_bytes = segment.bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "flushed"
     );
     Ok(())
 }
@@ -156,7 +165,9 @@ pub async fn run(
             }
         }
         wal.retired(segment.bytes);
-        metrics.wal_backlog_bytes.store(wal.backlog(), Ordering::Relaxed);
+        metrics
+            .wal_backlog_bytes
+            .store(wal.backlog(), Ordering::Relaxed);
     }
 }
 
@@ -173,6 +184,9 @@ mod tests {
         assert_ne!(a, file_name(2, 5, 1_700_000_000_000, &p));
         assert_ne!(a, file_name(1, 6, 1_700_000_000_000, &p));
         assert_ne!(a, file_name(1, 5, 1_700_000_000_000, &q));
-        assert!(a < file_name(0, 0, 1_700_000_000_001, &p), "names sort by time");
+        assert!(
+            a < file_name(0, 0, 1_700_000_000_001, &p),
+            "names sort by time"
+        );
     }
 }

@@ -20,7 +20,14 @@ impl Timing {
 }
 
 const PROTOCOLS: [&str; 2] = ["grpc", "http"];
-const OUTCOMES: [&str; 6] = ["ok", "partial", "invalid", "too_large", "unavailable", "error"];
+const OUTCOMES: [&str; 6] = [
+    "ok",
+    "partial",
+    "invalid",
+    "too_large",
+    "unavailable",
+    "error",
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -52,7 +59,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# HELP ingest_requests_total OTLP export requests by protocol and outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP ingest_requests_total OTLP export requests by protocol and outcome."
+        );
         let _ = writeln!(out, "# TYPE ingest_requests_total counter");
         for (p, protocol) in PROTOCOLS.iter().enumerate() {
             for (o, outcome) in OUTCOMES.iter().enumerate() {
@@ -64,24 +74,80 @@ impl Metrics {
             }
         }
         let counters: [(&str, &str, &AtomicU64); 10] = [
-            ("ingest_spans_received_total", "Spans in decoded requests.", &self.spans_received),
-            ("ingest_spans_accepted_total", "Spans acknowledged (fsynced to the WAL).", &self.spans_accepted),
-            ("ingest_spans_rejected_total", "Spans refused through partial_success.", &self.spans_rejected),
-            ("ingest_wal_bytes_total", "Bytes appended to the WAL.", &self.wal_bytes),
-            ("ingest_wal_fsyncs_total", "WAL group commits (one fsync each).", &self.wal_fsyncs),
-            ("ingest_flush_errors_total", "Failed attempts to flush a WAL segment into the store.", &self.flush_errors),
-            ("ingest_files_written_total", "Parquet files written to the store.", &self.files_written),
-            ("ingest_file_bytes_written_total", "Bytes of Parquet written to the store.", &self.file_bytes_written),
-            ("ingest_rows_written_total", "Span rows written to the store.", &self.rows_written),
-            ("ingest_wal_backlog_bytes", "WAL bytes not yet flushed into the store.", &self.wal_backlog_bytes),
+            (
+                "ingest_spans_received_total",
+                "Spans in decoded requests.",
+                &self.spans_received,
+            ),
+            (
+                "ingest_spans_accepted_total",
+                "Spans acknowledged (fsynced to the WAL).",
+                &self.spans_accepted,
+            ),
+            (
+                "ingest_spans_rejected_total",
+                "Spans refused through partial_success.",
+                &self.spans_rejected,
+            ),
+            (
+                "ingest_wal_bytes_total",
+                "Bytes appended to the WAL.",
+                &self.wal_bytes,
+            ),
+            (
+                "ingest_wal_fsyncs_total",
+                "WAL group commits (one fsync each).",
+                &self.wal_fsyncs,
+            ),
+            (
+                "ingest_flush_errors_total",
+                "Failed attempts to flush a WAL segment into the store.",
+                &self.flush_errors,
+            ),
+            (
+                "ingest_files_written_total",
+                "Parquet files written to the store.",
+                &self.files_written,
+            ),
+            (
+                "ingest_file_bytes_written_total",
+                "Bytes of Parquet written to the store.",
+                &self.file_bytes_written,
+            ),
+            (
+                "ingest_rows_written_total",
+                "Span rows written to the store.",
+                &self.rows_written,
+            ),
+            (
+                "ingest_wal_backlog_bytes",
+                "WAL bytes not yet flushed into the store.",
+                &self.wal_backlog_bytes,
+            ),
         ];
         for (name, help, value) in counters {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", get(value));
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                get(value)
+            );
         }
         for (name, help, t) in [
-            ("ingest_wal_sync_seconds", "Time to write and fsync one WAL group.", &self.wal_sync_seconds),
-            ("ingest_flush_seconds", "Time to flush one WAL segment into the store.", &self.flush_seconds),
+            (
+                "ingest_wal_sync_seconds",
+                "Time to write and fsync one WAL group.",
+                &self.wal_sync_seconds,
+            ),
+            (
+                "ingest_flush_seconds",
+                "Time to flush one WAL segment into the store.",
+                &self.flush_seconds,
+            ),
         ] {
             let _ = writeln!(
                 out,

@@ -35,7 +35,9 @@ impl Store {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(IngestError::Config(format!("store {url:?} names no bucket")));
+                return Err(IngestError::Config(format!(
+                    "store {url:?} names no bucket"
+                )));
             }
             let s3 = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
@@ -61,8 +63,9 @@ impl Store {
             }
             None => PathBuf::from(url),
         };
-        std::fs::create_dir_all(&path)
-            .map_err(|e| IngestError::io(format!("creating store directory {}", path.display()), e))?;
+        std::fs::create_dir_all(&path).map_err(|e| {
+            IngestError::io(format!("creating store directory {}", path.display()), e)
+        })?;
         let root = std::fs::canonicalize(&path)
             .map_err(|e| IngestError::io(format!("resolving {}", path.display()), e))?;
         let inner = Arc::new(LocalFileSystem::new_with_prefix(&root)?);

@@ -189,7 +189,10 @@ fn load_writer_id(dir: &Path) -> Result<u128, IngestError> {
     let path = dir.join(WRITER_ID_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => u128::from_str_radix(text.trim(), 16).map_err(|_| {
-            IngestError::Config(format!("{} does not hold a 32-digit hex id", path.display()))
+            IngestError::Config(format!(
+                "{} does not hold a 32-digit hex id",
+                path.display()
+            ))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id: u128 = rand::random();
@@ -241,7 +244,10 @@ fn recover(dir: &Path) -> Result<(Vec<Segment>, u64), IngestError> {
                 segment = %path.display(), dropped_bytes = size - valid,
                 "cutting torn tail of wal segment (a write that was never acknowledged)"
             );
-            let f = OpenOptions::new().write(true).open(&path).map_err(io("opening", &path))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io("opening", &path))?;
             f.set_len(valid).map_err(io("truncating", &path))?;
             f.sync_all().map_err(io("syncing", &path))?;
         }
@@ -334,21 +340,31 @@ impl Wal {
         self.tx
             .send(Command::Append { record, reply })
             .map_err(|_| self.closed())?;
-        done.await.map_err(|_| self.closed())?.map_err(IngestError::Wal)
+        done.await
+            .map_err(|_| self.closed())?
+            .map_err(IngestError::Wal)
     }
 
     /// Seals the active segment so the flusher can take it (used at shutdown).
     pub async fn seal(&self) -> Result<(), IngestError> {
         let (reply, done) = oneshot::channel();
-        self.tx.send(Command::Seal { reply }).map_err(|_| self.closed())?;
-        done.await.map_err(|_| self.closed())?.map_err(IngestError::Wal)
+        self.tx
+            .send(Command::Seal { reply })
+            .map_err(|_| self.closed())?;
+        done.await
+            .map_err(|_| self.closed())?
+            .map_err(IngestError::Wal)
     }
 
     /// Seals the active segment and stops the writer; later appends fail as shutting down.
     pub async fn close(&self) -> Result<(), IngestError> {
         let (reply, done) = oneshot::channel();
-        self.tx.send(Command::Close { reply }).map_err(|_| self.closed())?;
-        done.await.map_err(|_| self.closed())?.map_err(IngestError::Wal)
+        self.tx
+            .send(Command::Close { reply })
+            .map_err(|_| self.closed())?;
+        done.await
+            .map_err(|_| self.closed())?
+            .map_err(IngestError::Wal)
     }
 
     /// Bytes written to the WAL and not yet flushed into the store.
@@ -464,7 +480,10 @@ impl Writer {
             let seq = self.next_seq;
             let path = segment_path(&self.dir, seq);
             let created_ms = now_ms();
-            let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+            let mut file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)?;
             let mut header = Vec::with_capacity(HEADER_LEN as usize);
             header.extend_from_slice(MAGIC);
             header.extend_from_slice(&created_ms.to_le_bytes());
@@ -507,9 +526,10 @@ impl Writer {
                 self.metrics
                     .wal_bytes
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                self.metrics
-                    .wal_backlog_bytes
-                    .store(self.shared.backlog.load(Ordering::Relaxed), Ordering::Relaxed);
+                self.metrics.wal_backlog_bytes.store(
+                    self.shared.backlog.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
                 self.metrics.wal_sync_seconds.observe(started.elapsed());
                 Ok(())
             }
@@ -544,7 +564,11 @@ impl Writer {
             created_ms: active.created_ms,
             bytes: active.len,
         };
-        tracing::debug!(seq = segment.seq, bytes = segment.bytes, "sealed wal segment");
+        tracing::debug!(
+            seq = segment.seq,
+            bytes = segment.bytes,
+            "sealed wal segment"
+        );
         // The flusher outlives the writer; if it is gone the segment stays for the next start.
         let _ = self.sealed.send(segment);
         Ok(())
@@ -562,7 +586,8 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("wal-{name}-{}-{}", std::process::id(), now_ms()));
+        let d =
+            std::env::temp_dir().join(format!("wal-{name}-{}-{}", std::process::id(), now_ms()));
         let _ = std::fs::remove_dir_all(&d);
         d
     }
@@ -610,7 +635,10 @@ mod tests {
         bytes.extend(bad);
         std::fs::write(&path, &bytes).map_err(|e| IngestError::io("write", e))?;
         let (segments, _) = recover(&dir)?;
-        assert_eq!(segments[0].bytes, HEADER_LEN + encode_record("default", b"ok").len() as u64);
+        assert_eq!(
+            segments[0].bytes,
+            HEADER_LEN + encode_record("default", b"ok").len() as u64
+        );
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }

@@ -33,10 +33,12 @@ impl Receiver {
         let m = &self.metrics;
         m.spans_received
             .fetch_add(accepted.accepted + accepted.rejected, Ordering::Relaxed);
-        m.spans_rejected.fetch_add(accepted.rejected, Ordering::Relaxed);
+        m.spans_rejected
+            .fetch_add(accepted.rejected, Ordering::Relaxed);
         if accepted.accepted > 0 {
             self.wal.append(&self.tenant, &accepted.payload).await?;
-            m.spans_accepted.fetch_add(accepted.accepted, Ordering::Relaxed);
+            m.spans_accepted
+                .fetch_add(accepted.accepted, Ordering::Relaxed);
         }
         Ok(accepted)
     }

@@ -1,0 +1,161 @@
+//! A corpus of realistic LLM-app traces sent over gRPC, HTTP/protobuf and HTTP/JSON ends up as
+//! exactly the same rows, with the sender's hex ids, partitioned by UTC start hour, and
+//! readable by DuckDB and pyarrow.
+
+use std::path::Path;
+
+use schemas::layout::{DEFAULT_TENANT, Partition};
+use schemas::read::SpanRow;
+use trace2eval_tests::client::{Grpc, http_post, protobuf};
+use trace2eval_tests::corpus::{Corpus, CorpusConfig, generate, to_json};
+use trace2eval_tests::harness::{Ingest, IngestOpts, TestResult, local_store_rows, run_python};
+
+/// 2026-03-10T00:00:00Z
+const END_NS: u64 = 1_773_100_800_000_000_000;
+
+fn corpus() -> Corpus {
+    generate(&CorpusConfig {
+        traces: 2000,
+        days: 3,
+        seed: 42,
+        end_unix_ns: END_NS,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Protocol {
+    Grpc,
+    HttpProtobuf,
+    HttpJson,
+}
+
+async fn send_all(ingest: &Ingest, corpus: &Corpus, protocol: Protocol) -> TestResult {
+    let http = reqwest::Client::new();
+    let url = ingest.http_url("/v1/traces");
+    let mut grpc = Grpc::connect(ingest.grpc_url()).await?;
+    for (i, req) in corpus.requests.iter().enumerate() {
+        let gzip = i % 2 == 1;
+        match protocol {
+            Protocol::Grpc => {
+                let client = if gzip {
+                    grpc.clone().gzip()
+                } else {
+                    grpc.clone()
+                };
+                let r = { client }.export(req.clone()).await?;
+                assert_eq!(r.partial_success, None);
+                grpc = Grpc::connect(ingest.grpc_url()).await.unwrap_or(grpc);
+            }
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                let (ct, body) = match protocol {
+                    Protocol::HttpJson => ("application/json", to_json(req).into_bytes()),
+                    _ => ("application/x-protobuf", protobuf(req)),
+                };
+                let a = http_post(&http, &url, ct, gzip, body).await?;
+                assert_eq!(a.status, 200, "{}", a.status_message());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends the corpus through a fresh ingest, stops it, and returns the stored rows sorted by
+/// ids, each with its partition directory.
+async fn ingest_corpus(
+    dir: &Path,
+    corpus: &Corpus,
+    protocol: Protocol,
+) -> TestResult<Vec<(String, SpanRow)>> {
+    let mut ingest = Ingest::start(&IngestOpts::local(dir))?;
+    send_all(&ingest, corpus, protocol).await?;
+    let status = ingest.terminate()?;
+    assert!(status.success(), "{}", ingest.log_text());
+    let mut rows = local_store_rows(&dir.join("store"))?;
+    rows.sort_by(|a, b| (&a.1.trace_id, &a.1.span_id).cmp(&(&b.1.trace_id, &b.1.span_id)));
+    Ok(rows)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corpus_over_grpc_http_protobuf_and_json_lands_as_identical_rows() -> TestResult {
+    let corpus = corpus();
+    assert!(corpus.spans > 10_000, "corpus too small: {}", corpus.spans);
+    let dirs = [
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    ];
+    let (grpc, proto, json) = tokio::try_join!(
+        ingest_corpus(dirs[0].path(), &corpus, Protocol::Grpc),
+        ingest_corpus(dirs[1].path(), &corpus, Protocol::HttpProtobuf),
+        ingest_corpus(dirs[2].path(), &corpus, Protocol::HttpJson),
+    )?;
+
+    let stored_ids: Vec<_> = grpc
+        .iter()
+        .map(|(_, r)| (r.trace_id.clone(), r.span_id.clone()))
+        .collect();
+    assert_eq!(
+        stored_ids,
+        corpus.span_ids(),
+        "ids differ from the sender's hex"
+    );
+    assert!(grpc == proto, "HTTP/protobuf rows differ from gRPC rows");
+    for (a, b) in grpc.iter().zip(&json) {
+        assert_eq!(a, b, "HTTP/JSON row differs from the gRPC row");
+    }
+    let mut hours = std::collections::BTreeSet::new();
+    for (partition, row) in &grpc {
+        assert_eq!(
+            partition,
+            &Partition::of_span(DEFAULT_TENANT, row.start_time_ns).dir()
+        );
+        hours.insert(partition.clone());
+    }
+    assert!(
+        hours.len() > 48,
+        "3 days of traces should fill many hourly partitions: {}",
+        hours.len()
+    );
+    let with_tokens = grpc
+        .iter()
+        .filter(|(_, r)| r.gen_ai_input_tokens.is_some())
+        .count();
+    assert!(
+        with_tokens > 1000,
+        "promoted token counts missing: {with_tokens}"
+    );
+
+    // Other tools read the same files: DuckDB and pyarrow see the same spans and partitions.
+    let out = run_python(
+        "read_store.py",
+        &[&dirs[0].path().join("store").display().to_string()],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let expected: Vec<serde_json::Value> = grpc
+        .iter()
+        .map(|(_, r)| {
+            let part = Partition::of_span(DEFAULT_TENANT, r.start_time_ns);
+            serde_json::json!([
+                r.trace_id,
+                r.span_id,
+                r.name,
+                part.tenant,
+                part.date,
+                part.hour
+            ])
+        })
+        .collect();
+    for reader in ["duckdb", "pyarrow"] {
+        assert_eq!(
+            v[reader]["rows"].as_u64(),
+            Some(grpc.len() as u64),
+            "{reader}"
+        );
+        let spans = v[reader]["spans"].as_array().ok_or("no spans")?;
+        assert!(
+            spans == &expected,
+            "{reader} reads different spans or partitions"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! Harnesses for the real components the end-to-end tests drive: the `ingest` binary as a
+//! child process, the S3-compatible server started by `scripts/s3-server.sh`, the Python
+//! virtualenv made by `scripts/pyenv.sh`, and readers of what a store holds.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use schemas::read::{SpanRow, read_span_file};
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The repository root (the parent of this crate's directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
+}
+
+/// Path of a workspace binary built next to the test executable (`make test` builds them
+/// first with `cargo build --bins`).
+pub fn bin_path(name: &str) -> TestResult<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("test executable has no target directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        return Err(format!(
+            "{} is missing: build the binaries first (`cargo build --bins`, done by `make test`)",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> TestResult<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+/// A running `ingest` child process. Killed when dropped.
+pub struct Ingest {
+    child: Option<Child>,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+}
+
+/// How to start `ingest`: store URL, WAL dir, extra flags, extra environment.
+pub struct IngestOpts {
+    pub store: String,
+    pub wal_dir: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl IngestOpts {
+    pub fn local(dir: &Path) -> Self {
+        Self {
+            store: dir.join("store").display().to_string(),
+            wal_dir: dir.join("wal"),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, flag: &str, value: &str) -> Self {
+        self.args.push(flag.into());
+        self.args.push(value.into());
+        self
+    }
+}
+
+impl Ingest {
+    /// Starts `ingest` and waits until `/healthz` answers.
+    pub fn start(opts: &IngestOpts) -> TestResult<Self> {
+        let grpc = free_addr()?;
+        let http = free_addr()?;
+        Self::start_on(opts, grpc, http)
+    }
+
+    pub fn start_on(opts: &IngestOpts, grpc: SocketAddr, http: SocketAddr) -> TestResult<Self> {
+        std::fs::create_dir_all(&opts.wal_dir)?;
+        let log = opts.wal_dir.with_extension(format!("{}.log", http.port()));
+        let log_file = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(bin_path("ingest")?);
+        cmd.arg("--store")
+            .arg(&opts.store)
+            .arg("--wal-dir")
+            .arg(&opts.wal_dir)
+            .arg("--grpc-addr")
+            .arg(grpc.to_string())
+            .arg("--http-addr")
+            .arg(http.to_string())
+            .args(&opts.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn()?;
+        let mut ingest = Self {
+            child: Some(child),
+            grpc,
+            http,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(http).is_ok()
+                && std::net::TcpStream::connect(grpc).is_ok()
+            {
+                return Ok(ingest);
+            }
+            if let Some(status) = ingest
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return Err(
+                    format!("ingest exited at start ({status}): {}", ingest.log_text()).into(),
+                );
+            }
+            if Instant::now() > deadline {
+                return Err(format!("ingest did not start: {}", ingest.log_text()).into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&mut self, sig: &str) -> TestResult<ExitStatus> {
+        let child = self.child.as_mut().ok_or("ingest already stopped")?;
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.id().to_string())
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(
+                    format!("ingest did not exit after SIG{sig}: {}", self.log_text()).into(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait: ingest flushes everything and exits.
+    pub fn terminate(&mut self) -> TestResult<ExitStatus> {
+        self.signal("TERM")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) -> TestResult<ExitStatus> {
+        self.signal("KILL")
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every row of every span file under `store/spans`, with the file's partition directory
+/// (`tenant=…/date=…/hour=…`).
+pub fn local_store_rows(store: &Path) -> TestResult<Vec<(String, SpanRow)>> {
+    let mut out = Vec::new();
+    let root = store.join(schemas::layout::SPANS_DIR);
+    if !root.exists() {
+        return Ok(out);
+    }
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let partition = path
+                    .parent()
+                    .and_then(|p| p.strip_prefix(store).ok())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                for row in read_span_file(std::fs::read(&path)?.into())? {
+                    out.push((partition.clone(), row));
+                }
+            } else {
+                return Err(format!("unexpected file in store: {}", path.display()).into());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Counts rows by (trace_id, span_id): a store with duplicates has counts above 1.
+pub fn id_counts<'a>(
+    rows: impl IntoIterator<Item = &'a SpanRow>,
+) -> BTreeMap<(String, String), usize> {
+    let mut counts = BTreeMap::new();
+    for r in rows {
+        *counts
+            .entry((r.trace_id.clone(), r.span_id.clone()))
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The project's Python virtualenv (created by `scripts/pyenv.sh`, which `make test` runs).
+pub fn python() -> TestResult<PathBuf> {
+    let root = repo_root();
+    let py = root.join(".venv/bin/python");
+    if !py.exists() {
+        let status = Command::new(root.join("scripts/pyenv.sh"))
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err("scripts/pyenv.sh failed".into());
+        }
+    }
+    Ok(py)
+}
+
+/// Runs a Python script from `tests/python` in the virtualenv; returns stdout.
+pub fn run_python(script: &str, args: &[&str]) -> TestResult<String> {
+    let out = Command::new(python()?)
+        .arg(repo_root().join("tests/python").join(script))
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "{script} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// A SeaweedFS S3 server on loopback, started by the project's script; stopped on drop.
+pub struct S3Server {
+    dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+    pub bucket: String,
+}
+
+impl S3Server {
+    pub fn start() -> TestResult<Self> {
+        python()?;
+        let dir = tempfile::tempdir()?;
+        let script = repo_root().join("scripts/s3-server.sh");
+        let out = Command::new(&script)
+            .arg("start")
+            .arg(dir.path())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "s3-server.sh start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        let text = std::fs::read_to_string(dir.path().join("env"))?;
+        let mut env = Vec::new();
+        let mut bucket = String::new();
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                if k == "S3_BUCKET" {
+                    bucket = v.to_string();
+                } else {
+                    env.push((k.to_string(), v.to_string()));
+                }
+            }
+        }
+        Ok(Self { dir, env, bucket })
+    }
+
+    /// An object_store client for the bucket, configured like ingest is (from these vars).
+    pub fn client(&self) -> TestResult<object_store::aws::AmazonS3> {
+        let mut b = object_store::aws::AmazonS3Builder::new().with_bucket_name(&self.bucket);
+        for (k, v) in &self.env {
+            if let Ok(key) = k
+                .to_ascii_lowercase()
+                .parse::<object_store::aws::AmazonS3ConfigKey>()
+            {
+                b = b.with_config(key, v);
+            }
+        }
+        Ok(b.build()?)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let script = repo_root().join("scripts/s3-server.sh");
+        let _ = Command::new(script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
