@@ -234,14 +234,19 @@ const TEXT_LISTS: [&[&str]; 6] = [
 ];
 const TOKEN_LISTS: [&[&str]; 2] = [promoted::INPUT_TOKENS, promoted::OUTPUT_TOKENS];
 
+/// A token count: a non-negative whole number, given as int, double or numeric string.
 fn token_count(value: &AnyValue) -> Option<i64> {
-    match value.value.as_ref()? {
-        any_value::Value::IntValue(i) => Some(*i),
+    const MAX_EXACT_DOUBLE: f64 = 9_007_199_254_740_992.0; // 2^53
+    let n = match value.value.as_ref()? {
+        any_value::Value::IntValue(i) => *i,
         // Some SDKs record counts as doubles or strings; only whole numbers are counts.
-        any_value::Value::DoubleValue(d) if d.fract() == 0.0 && d.is_finite() => Some(*d as i64),
-        any_value::Value::StringValue(s) => s.trim().parse().ok(),
-        _ => None,
-    }
+        any_value::Value::DoubleValue(d) if d.fract() == 0.0 && d.abs() <= MAX_EXACT_DOUBLE => {
+            *d as i64
+        }
+        any_value::Value::StringValue(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    (n >= 0).then_some(n)
 }
 
 impl Promoted {
@@ -328,10 +333,19 @@ fn utc_timestamps() -> TimestampNanosecondBuilder {
     TimestampNanosecondBuilder::new().with_timezone("UTC")
 }
 
-fn list_array(offsets: &mut Vec<i32>, fields: arrow::datatypes::Fields, children: Vec<ArrayRef>) -> ArrayRef {
+fn list_array(
+    offsets: &mut Vec<i32>,
+    fields: arrow::datatypes::Fields,
+    children: Vec<ArrayRef>,
+) -> ArrayRef {
     let values = StructArray::new(fields.clone(), children, None);
     let offsets = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
-    Arc::new(ListArray::new(list_item_field(fields), offsets, Arc::new(values), None))
+    Arc::new(ListArray::new(
+        list_item_field(fields),
+        offsets,
+        Arc::new(values),
+        None,
+    ))
 }
 
 /// Nanoseconds as i64; validated spans always fit, anything else saturates.
@@ -470,7 +484,8 @@ impl SpanColumns {
         let (start, end) = (nanos(s.start_time_unix_nano), nanos(s.end_time_unix_nano));
         self.start_time.append_value(start);
         self.end_time.append_value(end);
-        self.duration_ns.append_value(end.saturating_sub(start).max(0));
+        self.duration_ns
+            .append_value(end.saturating_sub(start).max(0));
         let (code, message) = s
             .status
             .as_ref()
@@ -479,9 +494,9 @@ impl SpanColumns {
         self.status_message.append_option(non_empty(message));
 
         self.service_name.append_option(ctx.service_name.as_deref());
-        let (res_attrs, res_dropped) = ctx
-            .resource
-            .map_or((&[][..], 0), |r| (&r.attributes[..], r.dropped_attributes_count));
+        let (res_attrs, res_dropped) = ctx.resource.map_or((&[][..], 0), |r| {
+            (&r.attributes[..], r.dropped_attributes_count)
+        });
         append_attrs(&mut self.resource_attributes, res_attrs);
         self.resource_dropped.append_value(res_dropped);
         self.resource_schema_url
@@ -591,6 +606,7 @@ impl PartitionedBatches {
                     .find(|kv| kv.key == c::SERVICE_NAME_ATTRIBUTE)
                     .and_then(|kv| kv.value.as_ref())
                     .and_then(render_value)
+                    .filter(|name| !name.is_empty())
             });
             for ss in &rs.scope_spans {
                 let ctx = SpanContext {
@@ -617,7 +633,10 @@ impl PartitionedBatches {
     }
 
     /// Partitions that hold at least `min_rows` rows, finished as record batches.
-    pub fn take_full(&mut self, min_rows: usize) -> Result<Vec<(Partition, RecordBatch)>, SchemaError> {
+    pub fn take_full(
+        &mut self,
+        min_rows: usize,
+    ) -> Result<Vec<(Partition, RecordBatch)>, SchemaError> {
         let mut out = Vec::new();
         for (p, cols) in &mut self.partitions {
             if cols.rows >= min_rows.max(1) {

@@ -70,8 +70,8 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// A ULID string from a millisecond timestamp and 80 bits of entropy (the low 80 bits of
 /// `entropy` are used).
 pub fn ulid(unix_ms: u64, entropy: u128) -> String {
-    let value: u128 = (u128::from(unix_ms & 0xFFFF_FFFF_FFFF) << 80)
-        | (entropy & ((1u128 << 80) - 1));
+    let value: u128 =
+        (u128::from(unix_ms & 0xFFFF_FFFF_FFFF) << 80) | (entropy & ((1u128 << 80) - 1));
     (0..26)
         .map(|i| {
             let shift = 125 - 5 * i;

@@ -1,9 +1,7 @@
 //! Reading span table rows back into plain Rust values: for tools and tests that check what a
 //! store holds without a query engine.
 
-use arrow::array::{
-    Array, AsArray, RecordBatch, StringArray, StructArray,
-};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray, StructArray};
 use arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt32Type};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -142,7 +140,10 @@ fn maps(t: &impl Columns, name: &'static str) -> Result<Vec<Attributes>, SchemaE
         .column_named(name)
         .and_then(|a| a.as_map_opt())
         .ok_or_else(|| bad(name, "map<utf8, utf8>"))?;
-    let keys = m.keys().as_string_opt::<i32>().ok_or_else(|| bad(name, "utf8 keys"))?;
+    let keys = m
+        .keys()
+        .as_string_opt::<i32>()
+        .ok_or_else(|| bad(name, "utf8 keys"))?;
     let values = m
         .values()
         .as_string_opt::<i32>()
@@ -223,10 +224,18 @@ fn link_rows(s: &StructArray) -> Result<Vec<LinkRow>, SchemaError> {
 /// Converts a span table v1 record batch into rows.
 pub fn rows_from_batch(b: &RecordBatch) -> Result<Vec<SpanRow>, SchemaError> {
     let s = |name| strings(b, name);
-    let (trace_id, span_id, parent, trace_state) =
-        (s(c::TRACE_ID)?, s(c::SPAN_ID)?, s(c::PARENT_SPAN_ID)?, s(c::TRACE_STATE)?);
-    let (name, kind, status_code, status_message) =
-        (s(c::NAME)?, s(c::KIND)?, s(c::STATUS_CODE)?, s(c::STATUS_MESSAGE)?);
+    let (trace_id, span_id, parent, trace_state) = (
+        s(c::TRACE_ID)?,
+        s(c::SPAN_ID)?,
+        s(c::PARENT_SPAN_ID)?,
+        s(c::TRACE_STATE)?,
+    );
+    let (name, kind, status_code, status_message) = (
+        s(c::NAME)?,
+        s(c::KIND)?,
+        s(c::STATUS_CODE)?,
+        s(c::STATUS_MESSAGE)?,
+    );
     let (service, res_url, scope_name, scope_version, scope_url) = (
         s(c::SERVICE_NAME)?,
         s(c::RESOURCE_SCHEMA_URL)?,

@@ -102,7 +102,11 @@ static SPAN_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
             false,
         ),
         count(c::DROPPED_EVENTS_COUNT),
-        Field::new(c::LINKS, DataType::List(list_item_field(link_fields())), false),
+        Field::new(
+            c::LINKS,
+            DataType::List(list_item_field(link_fields())),
+            false,
+        ),
         count(c::DROPPED_LINKS_COUNT),
         text(c::GEN_AI_OPERATION_NAME, true),
         text(c::GEN_AI_PROVIDER_NAME, true),

@@ -79,6 +79,40 @@ fn non_utf8_request() -> Vec<u8> {
     bytes
 }
 
+/// One bad HTTP request and what its answer must say.
+struct Case {
+    what: &'static str,
+    content_type: &'static str,
+    encoding: Option<&'static str>,
+    body: Vec<u8>,
+    status: u16,
+    needle: &'static str,
+}
+
+impl Case {
+    fn new(
+        what: &'static str,
+        content_type: &'static str,
+        body: Vec<u8>,
+        status: u16,
+        needle: &'static str,
+    ) -> Self {
+        Self {
+            what,
+            content_type,
+            encoding: None,
+            body,
+            status,
+            needle,
+        }
+    }
+
+    fn encoding(mut self, encoding: &'static str) -> Self {
+        self.encoding = Some(encoding);
+        self
+    }
+}
+
 fn gzip_bomb() -> Vec<u8> {
     // 64 MiB of zeros compress to ~64 KiB: far under the wire limit, far over it unpacked.
     use std::io::Write;
@@ -110,109 +144,103 @@ async fn http_bad_bodies_get_clear_errors_and_nothing_else_is_lost() -> TestResu
 
     let full = protobuf(&request(vec![span(3, 3, "lost"); 3]));
     let base64_ids = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"AQEBAQEBAQEBAQEBAQEBAQ==","spanId":"AQEBAQEBAQE=","name":"b64"}]}]}]}"#;
-    let cases: Vec<(&str, &str, bool, Vec<u8>, u16, &str)> = vec![
-        (
+    let cases = [
+        Case::new(
             "garbage bytes",
             PB,
-            false,
             b"\xff\xff\xff\xffnot protobuf".to_vec(),
             400,
             "not a valid OTLP protobuf",
         ),
-        (
+        Case::new(
             "truncated protobuf",
             PB,
-            false,
             full[..full.len() - 7].to_vec(),
             400,
             "not a valid OTLP protobuf",
         ),
-        (
-            "non-UTF-8 string",
-            PB,
-            false,
-            non_utf8_request(),
-            400,
-            "UTF-8",
-        ),
-        (
+        Case::new("non-UTF-8 string", PB, non_utf8_request(), 400, "UTF-8"),
+        Case::new(
             "wrong content type",
             "text/plain",
-            false,
             full.clone(),
             415,
             "Content-Type \"text/plain\" is not supported",
         ),
-        (
+        Case::new(
             "invalid JSON",
             JSON,
-            false,
             b"{\"resourceSpans\": [".to_vec(),
             400,
             "not valid OTLP/JSON",
         ),
-        (
+        Case::new(
             "base64 ids in JSON",
             JSON,
-            false,
             base64_ids.as_bytes().to_vec(),
             400,
             "ids must be hex",
         ),
-        ("gzip that is not gzip", PB, true, Vec::new(), 400, "gzip"),
-        (
+        Case::new(
             "body over the limit",
             PB,
-            false,
             vec![0u8; LIMIT + 1],
             413,
             "limit of 8388608 bytes",
         ),
+        Case::new(
+            "gzip header on plain bytes",
+            PB,
+            b"plain bytes".to_vec(),
+            400,
+            "gzip",
+        )
+        .encoding("gzip"),
+        Case::new(
+            "unknown content encoding",
+            PB,
+            full.clone(),
+            415,
+            "Content-Encoding \"br\"",
+        )
+        .encoding("br"),
+        Case::new(
+            "gzip bomb",
+            PB,
+            gzip_bomb(),
+            413,
+            "decompressed request body is larger than the limit",
+        )
+        .encoding("gzip"),
     ];
-    for (what, ct, gzip, body, status, needle) in cases {
-        let a = if what == "gzip that is not gzip" {
-            let resp = http
-                .post(&url)
-                .header("content-type", ct)
-                .header("content-encoding", "gzip")
-                .body(b"plain bytes".to_vec())
-                .send()
-                .await?;
-            let status = resp.status().as_u16();
-            let ct = resp
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            client::HttpAnswer {
-                status,
-                content_type: ct,
-                retry_after: None,
-                body: resp.bytes().await?,
-            }
-        } else {
-            http_post(&http, &url, ct, gzip, body).await?
+    for case in cases {
+        let mut req = http.post(&url).header("content-type", case.content_type);
+        if let Some(enc) = case.encoding {
+            req = req.header("content-encoding", enc);
+        }
+        let resp = req.body(case.body).send().await?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let a = client::HttpAnswer {
+            status,
+            content_type,
+            retry_after: None,
+            body: resp.bytes().await?,
         };
         let message = a.status_message();
-        assert_eq!(a.status, status, "{what}: {message}");
+        assert_eq!(a.status, case.status, "{}: {message}", case.what);
         assert!(
-            message.contains(needle),
-            "{what}: {message:?} lacks {needle:?}"
+            message.contains(case.needle),
+            "{}: {message:?} lacks {:?}",
+            case.what,
+            case.needle
         );
     }
-
-    // A gzip bomb: small on the wire, over the limit once inflated.
-    let bomb = gzip_bomb();
-    assert!(bomb.len() < LIMIT);
-    let resp = http
-        .post(&url)
-        .header("content-type", PB)
-        .header("content-encoding", "gzip")
-        .body(bomb)
-        .send()
-        .await?;
-    assert_eq!(resp.status().as_u16(), 413);
 
     // An empty request is a valid request with no spans.
     let a = http_post(&http, &url, PB, false, Vec::new()).await?;
