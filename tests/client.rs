@@ -115,25 +115,43 @@ pub fn protobuf(req: &ExportTraceServiceRequest) -> Vec<u8> {
     req.encode_to_vec()
 }
 
-/// Sends raw bytes as the gRPC Export message, for tests of undecodable input.
+/// A gRPC client that sends raw bytes as the Export message: for undecodable input, and for
+/// load generation from pre-encoded requests.
+#[derive(Clone)]
+pub struct RawGrpc {
+    inner: tonic::client::Grpc<Channel>,
+}
+
+impl RawGrpc {
+    pub async fn connect(url: String, gzip: bool) -> TestResult<Self> {
+        let channel = Channel::from_shared(url)?.connect().await?;
+        let mut inner = tonic::client::Grpc::new(channel);
+        if gzip {
+            inner = inner.send_compressed(CompressionEncoding::Gzip);
+        }
+        Ok(Self { inner })
+    }
+
+    pub async fn export(&mut self, message: Bytes) -> TestResult<Result<Bytes, tonic::Status>> {
+        self.inner.ready().await?;
+        let path = http::uri::PathAndQuery::from_static(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        );
+        Ok(self
+            .inner
+            .unary(tonic::Request::new(message), path, RawCodec)
+            .await
+            .map(|r| r.into_inner()))
+    }
+}
+
+/// Sends raw bytes as the gRPC Export message on a new connection.
 pub async fn grpc_raw(
     url: String,
     message: Bytes,
     gzip: bool,
 ) -> TestResult<Result<Bytes, tonic::Status>> {
-    let channel = Channel::from_shared(url)?.connect().await?;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    if gzip {
-        grpc = grpc.send_compressed(CompressionEncoding::Gzip);
-    }
-    grpc.ready().await?;
-    let path = http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
-    Ok(grpc
-        .unary(tonic::Request::new(message), path, RawCodec)
-        .await
-        .map(|r| r.into_inner()))
+    RawGrpc::connect(url, gzip).await?.export(message).await
 }
 
 #[derive(Clone, Copy, Default)]

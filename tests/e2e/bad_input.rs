@@ -475,3 +475,67 @@ async fn backlog_over_limit_is_refused_with_a_retry_delay() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backlog_drains_when_the_store_comes_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    // A regular file where the `spans` directory must go: every flush fails until it is gone.
+    std::fs::create_dir_all(&store)?;
+    std::fs::write(store.join("spans"), b"in the way")?;
+    let mut ingest = Ingest::start(
+        &IngestOpts::local(dir.path())
+            .arg("--wal-max-backlog", "1")
+            .arg("--flush-max-age", "100ms"),
+    )?;
+    let mut client = Grpc::connect(ingest.grpc_url()).await?;
+    let first = vec![span(8, 1, "while the store is down")];
+    client.export(request(first.clone())).await?;
+    let refused = client.export(request(vec![span(8, 2, "refused")])).await;
+    assert_eq!(
+        refused.err().map(|s| s.code()),
+        Some(tonic::Code::ResourceExhausted)
+    );
+
+    // Wait until a flush has failed, so the drain below is a retry after an outage.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let metrics = reqwest::get(ingest.http_url("/metrics"))
+            .await?
+            .text()
+            .await?;
+        if !metrics.contains("ingest_flush_errors_total 0") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "flush never failed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        reqwest::get(ingest.http_url("/readyz"))
+            .await?
+            .status()
+            .as_u16(),
+        503
+    );
+    std::fs::remove_file(store.join("spans"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while reqwest::get(ingest.http_url("/readyz"))
+        .await?
+        .status()
+        .as_u16()
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never drained: {}",
+            ingest.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let later = vec![span(8, 3, "after the store came back")];
+    client.export(request(later.clone())).await?;
+    let stored = stored_ids(&mut ingest, dir.path())?;
+    let expected: BTreeSet<_> = ids(&first).union(&ids(&later)).cloned().collect();
+    assert_eq!(stored, expected);
+    Ok(())
+}

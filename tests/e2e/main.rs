@@ -3,6 +3,7 @@
 //! One test binary for all of them, to keep builds lean.
 
 mod bad_input;
+mod cli;
 mod crash;
 mod interop;
 mod protocols;
