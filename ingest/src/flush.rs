@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::wal::{Segment, SegmentReader, Wal};
 
-/// Rows buffered per partition before they are encoded into the partition's file.
+/// Rows buffered (across partitions) before they are encoded into the partitions' files.
 const BATCH_ROWS: usize = 8192;
 
 /// One Parquet file produced from a segment.
@@ -63,8 +63,8 @@ pub fn convert_segment(segment: &Segment, writer_id: u128) -> Result<Vec<SpanFil
     let mut reader = SegmentReader::open(&segment.path)?;
     let mut batches = PartitionedBatches::new();
     let mut writers: BTreeMap<Partition, SpanFileWriter> = BTreeMap::new();
-    let mut drain = |batches: &mut PartitionedBatches, min_rows| -> Result<(), IngestError> {
-        for (partition, batch) in batches.take_full(min_rows)? {
+    let mut drain = |batches: &mut PartitionedBatches| -> Result<(), IngestError> {
+        for (partition, batch) in batches.finish()? {
             let writer = match writers.entry(partition) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => e.insert(SpanFileWriter::new()?),
@@ -83,11 +83,13 @@ pub fn convert_segment(segment: &Segment, writer_id: u128) -> Result<Vec<SpanFil
                 tracing::error!(segment = %segment.path.display(), error = %e, "skipping undecodable wal record")
             }
         }
+        // Drain every partition, not only full ones: spans spread over many hours would
+        // otherwise all wait in the builders until the end of the segment.
         if batches.rows() >= BATCH_ROWS {
-            drain(&mut batches, BATCH_ROWS)?;
+            drain(&mut batches)?;
         }
     }
-    drain(&mut batches, 1)?;
+    drain(&mut batches)?;
     let mut files = Vec::with_capacity(writers.len());
     for (partition, writer) in writers {
         let rows = writer.rows();

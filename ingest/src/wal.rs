@@ -58,9 +58,6 @@ enum Command {
         record: Vec<u8>,
         reply: oneshot::Sender<std::io::Result<()>>,
     },
-    Seal {
-        reply: oneshot::Sender<std::io::Result<()>>,
-    },
     /// Seal and stop the writer thread; the sealed channel closes when it exits.
     Close {
         reply: oneshot::Sender<std::io::Result<()>>,
@@ -345,17 +342,6 @@ impl Wal {
             .map_err(IngestError::Wal)
     }
 
-    /// Seals the active segment so the flusher can take it (used at shutdown).
-    pub async fn seal(&self) -> Result<(), IngestError> {
-        let (reply, done) = oneshot::channel();
-        self.tx
-            .send(Command::Seal { reply })
-            .map_err(|_| self.closed())?;
-        done.await
-            .map_err(|_| self.closed())?
-            .map_err(IngestError::Wal)
-    }
-
     /// Seals the active segment and stops the writer; later appends fail as shutting down.
     pub async fn close(&self) -> Result<(), IngestError> {
         let (reply, done) = oneshot::channel();
@@ -429,8 +415,7 @@ impl Writer {
             };
             let mut buf = Vec::new();
             let mut appends = Vec::new();
-            let mut seals = Vec::new();
-            let mut close = false;
+            let mut close = None;
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
@@ -438,13 +423,9 @@ impl Writer {
                         buf.extend_from_slice(&record);
                         appends.push(reply);
                     }
-                    Command::Seal { reply } => seals.push(reply),
-                    Command::Close { reply } => {
-                        seals.push(reply);
-                        close = true;
-                    }
+                    Command::Close { reply } => close = Some(reply),
                 }
-                if buf.len() < MAX_GROUP_BYTES && !close {
+                if buf.len() < MAX_GROUP_BYTES && close.is_none() {
                     next = rx.try_recv().ok();
                 }
             }
@@ -457,20 +438,15 @@ impl Writer {
                     });
                 }
             }
+            if let Some(reply) = close {
+                let _ = reply.send(self.seal());
+                return;
+            }
             let full = self.active.as_ref().is_some_and(|a| {
                 a.len >= self.segment_max_bytes || a.opened.elapsed() >= self.segment_max_age
             });
-            if full || !seals.is_empty() {
-                let result = self.seal();
-                for reply in seals {
-                    let _ = reply.send(match &result {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-                    });
-                }
-            }
-            if close {
-                return;
+            if full {
+                self.seal_logged();
             }
         }
     }
