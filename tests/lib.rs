@@ -5,3 +5,4 @@
 pub mod client;
 pub mod corpus;
 pub mod harness;
+pub mod planted;

@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod crash;
+mod curate_rules;
 mod interop;
 mod protocols;
 mod s3;

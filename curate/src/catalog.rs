@@ -1,0 +1,304 @@
+//! The catalog: the store's span files as a DataFusion listing table with the explicit v1
+//! schema and Hive partitions, and the views every rule and query uses:
+//!
+//! - `spans`: the table within the time window (and tenant), partition-pruned.
+//! - `llm_calls`: one row per LLM call span, with messages normalised across dialects
+//!   (`extract`) and whether its token usage counts toward the trace (`usage_counted`).
+//! - `traces`: one row per trace: root span, times, errors, counts, models, tokens and cost
+//!   counted once per call, session and user from whichever span carries them.
+//!
+//! Token usage is counted on the innermost span that carries it: a span with token counts is
+//! skipped when one of its children also has token counts, because nested instrumentations
+//! (an app's own span, OpenLLMetry's, the provider SDK's, OpenInference's) repeat the same
+//! usage on every level of one call.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StructArray};
+use datafusion::arrow::datatypes::{DataType, Field, Fields};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use object_store::ObjectStore;
+use schemas::columns as c;
+use schemas::read::Attributes;
+use schemas::span_table::span_schema;
+use url::Url;
+
+use crate::error::CurateError;
+use crate::extract::{EventRef, extract};
+use crate::prices::Prices;
+use crate::window::Window;
+
+/// Name of the raw listing table; the views read it.
+pub const SPAN_STORE: &str = "span_store";
+
+/// Where a store lives, and the object store that reaches it.
+pub struct StoreLocation {
+    /// URL of the `spans/` directory, as DataFusion lists it.
+    pub spans_url: String,
+    /// Base URL the object store is registered under.
+    pub base: Url,
+    pub store: Arc<dyn ObjectStore>,
+    /// Path of `spans/` inside `store`.
+    pub spans_prefix: object_store::path::Path,
+}
+
+/// Resolves a store URL (`s3://bucket/prefix`, `file:///abs/dir` or a path).
+pub fn locate(store: &str) -> Result<StoreLocation, CurateError> {
+    if let Some(rest) = store.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(CurateError::BadArgs(format!(
+                "store {store:?} names no bucket"
+            )));
+        }
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()?;
+        let prefix = prefix.trim_matches('/');
+        let spans = if prefix.is_empty() {
+            "spans".to_string()
+        } else {
+            format!("{prefix}/spans")
+        };
+        let base = Url::parse(&format!("s3://{bucket}"))
+            .map_err(|e| CurateError::BadArgs(format!("store {store:?}: {e}")))?;
+        return Ok(StoreLocation {
+            spans_url: format!("s3://{bucket}/{spans}/"),
+            base,
+            store: Arc::new(s3),
+            spans_prefix: object_store::path::Path::from(spans),
+        });
+    }
+    let path = store.strip_prefix("file://").unwrap_or(store);
+    if store.contains("://") && !store.starts_with("file://") {
+        return Err(CurateError::BadArgs(format!(
+            "store {store:?}: only s3:// and file:// URLs or plain paths are supported"
+        )));
+    }
+    let root = std::fs::canonicalize(path)
+        .map_err(|e| CurateError::BadArgs(format!("store {store:?}: {e}")))?;
+    let spans = root.join(schemas::layout::SPANS_DIR);
+    let local = object_store::local::LocalFileSystem::new();
+    let spans_prefix = object_store::path::Path::from_absolute_path(&spans)
+        .map_err(|e| CurateError::BadArgs(format!("store {store:?}: {e}")))?;
+    Ok(StoreLocation {
+        spans_url: format!("file://{}/", spans.display()),
+        base: Url::parse("file:///").map_err(|e| CurateError::BadArgs(e.to_string()))?,
+        store: Arc::new(local),
+        spans_prefix,
+    })
+}
+
+/// What a catalog covers.
+pub struct CatalogOptions {
+    pub window: Window,
+    pub tenant: Option<String>,
+    pub prices: Prices,
+}
+
+/// A session with the store's tables and views registered.
+pub struct Catalog {
+    pub ctx: SessionContext,
+    pub location: StoreLocation,
+}
+
+fn partition_cols() -> Vec<(String, DataType)> {
+    [c::TENANT, c::DATE, c::HOUR]
+        .iter()
+        .map(|n| (n.to_string(), DataType::Utf8))
+        .collect()
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// SQL of the `spans` view.
+fn spans_view(opts: &CatalogOptions) -> String {
+    let mut predicate = opts.window.predicate();
+    if let Some(t) = &opts.tenant {
+        predicate = format!("tenant = {} AND {predicate}", quote(t));
+    }
+    format!("CREATE VIEW spans AS SELECT * FROM {SPAN_STORE} WHERE {predicate}")
+}
+
+/// Spans that are LLM calls: a GenAI operation that generates text, OpenInference's LLM kind,
+/// or token counts.
+pub const IS_LLM_CALL: &str = "(gen_ai_operation_name IN ('chat', 'text_completion', 'generate_content', 'completion') \
+     OR attributes['openinference.span.kind'] = 'LLM' \
+     OR gen_ai_input_tokens IS NOT NULL OR gen_ai_output_tokens IS NOT NULL)";
+
+const LLM_CALLS_VIEW: &str = "CREATE VIEW llm_calls AS
+WITH calls AS (
+  SELECT *, llm_io(attributes, events) AS io FROM spans WHERE {IS_LLM_CALL}
+),
+usage_parents AS (
+  SELECT DISTINCT trace_id, parent_span_id AS span_id FROM spans
+  WHERE (gen_ai_input_tokens IS NOT NULL OR gen_ai_output_tokens IS NOT NULL) AND parent_span_id IS NOT NULL
+)
+SELECT c.trace_id, c.span_id, c.parent_span_id, c.name, c.service_name, c.start_time, c.end_time,
+  c.duration_ns, c.status_code, c.status_message,
+  c.gen_ai_operation_name AS operation, c.gen_ai_provider_name AS provider,
+  coalesce(c.gen_ai_response_model, c.gen_ai_request_model) AS model,
+  c.gen_ai_input_tokens AS input_tokens, c.gen_ai_output_tokens AS output_tokens,
+  (c.gen_ai_input_tokens IS NOT NULL OR c.gen_ai_output_tokens IS NOT NULL) AND up.span_id IS NULL
+    AS usage_counted,
+  CASE WHEN c.gen_ai_input_tokens IS NOT NULL OR c.gen_ai_output_tokens IS NOT NULL
+    THEN cost_usd(coalesce(c.gen_ai_response_model, c.gen_ai_request_model),
+                  coalesce(c.gen_ai_input_tokens, 0), coalesce(c.gen_ai_output_tokens, 0)) END AS cost_usd,
+  c.io['system'] AS system_prompt, c.io['input'] AS input_messages,
+  c.io['output'] AS output_messages, c.io['context'] AS context,
+  c.session_id, c.user_id, c.tenant, c.date, c.hour
+FROM calls c LEFT JOIN usage_parents up ON up.trace_id = c.trace_id AND up.span_id = c.span_id";
+
+const TRACES_VIEW: &str = "CREATE VIEW traces AS
+WITH roots AS (
+  SELECT trace_id, span_id AS root_span_id, name AS root_name, service_name AS root_service,
+    start_time AS root_start, end_time AS root_end, duration_ns AS root_duration_ns
+  FROM (SELECT trace_id, span_id, name, service_name, start_time, end_time, duration_ns,
+          row_number() OVER (PARTITION BY trace_id ORDER BY start_time, span_id) AS rn
+        FROM spans WHERE parent_span_id IS NULL)
+  WHERE rn = 1
+),
+totals AS (
+  SELECT trace_id, count(*) AS llm_calls,
+    sum(coalesce(input_tokens, 0)) AS input_tokens, sum(coalesce(output_tokens, 0)) AS output_tokens,
+    sum(coalesce(cost_usd, 0.0)) AS cost_usd, array_agg(DISTINCT model) AS models
+  FROM llm_calls WHERE usage_counted GROUP BY trace_id
+),
+agg AS (
+  SELECT trace_id, max(tenant) AS tenant, min(start_time) AS start_time, max(end_time) AS end_time,
+    count(*) AS span_count, bool_or(status_code = 'ERROR') AS has_error,
+    max(session_id) AS session_id, max(user_id) AS user_id
+  FROM spans GROUP BY trace_id
+)
+SELECT a.trace_id, a.tenant, r.root_span_id, r.root_name, r.root_service,
+  a.start_time, a.end_time,
+  arrow_cast(a.end_time, 'Int64') - arrow_cast(a.start_time, 'Int64') AS duration_ns,
+  coalesce(r.root_start, a.start_time) AS root_start, coalesce(r.root_end, a.end_time) AS root_end,
+  coalesce(r.root_duration_ns, arrow_cast(a.end_time, 'Int64') - arrow_cast(a.start_time, 'Int64')) AS root_duration_ns,
+  a.has_error, a.span_count, coalesce(t.llm_calls, 0) AS llm_calls, t.models,
+  coalesce(t.input_tokens, 0) AS input_tokens, coalesce(t.output_tokens, 0) AS output_tokens,
+  coalesce(t.cost_usd, 0.0) AS cost_usd, a.session_id, a.user_id
+FROM agg a LEFT JOIN roots r ON a.trace_id = r.trace_id LEFT JOIN totals t ON a.trace_id = t.trace_id";
+
+fn llm_io_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("system", DataType::Utf8, true),
+        Field::new("input", DataType::Utf8, true),
+        Field::new("output", DataType::Utf8, true),
+        Field::new("context", DataType::Utf8, true),
+    ])
+}
+
+fn map_rows(a: &ArrayRef) -> Option<Vec<Attributes>> {
+    let m = a.as_map_opt()?;
+    let keys = m.keys().as_string_opt::<i32>()?;
+    let values = m.values().as_string_opt::<i32>()?;
+    let offsets = m.value_offsets();
+    Some(
+        (0..m.len())
+            .map(|row| {
+                (offsets[row] as usize..offsets[row + 1] as usize)
+                    .map(|j| {
+                        let v = values.is_valid(j).then(|| values.value(j).to_string());
+                        (keys.value(j).to_string(), v)
+                    })
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+/// `llm_io(attributes, events)`: struct {system, input, output, context}, the last three as
+/// JSON arrays.
+fn llm_io_udf() -> Result<ScalarUDF, CurateError> {
+    let schema = span_schema();
+    let attr_type = schema.field_with_name(c::ATTRIBUTES)?.data_type().clone();
+    let events_type = schema.field_with_name(c::EVENTS)?.data_type().clone();
+    let fields = llm_io_fields();
+    let out_fields = fields.clone();
+    Ok(create_udf(
+        "llm_io",
+        vec![attr_type, events_type],
+        DataType::Struct(fields),
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let bad =
+                || datafusion::error::DataFusionError::Internal("llm_io: argument types".into());
+            let attrs = map_rows(&arrays[0]).ok_or_else(bad)?;
+            let events = arrays[1].as_list_opt::<i32>().ok_or_else(bad)?;
+            let ev_struct = events.values().as_struct_opt().ok_or_else(bad)?;
+            let ev_names = ev_struct
+                .column_by_name(c::event::NAME)
+                .and_then(|a| a.as_string_opt::<i32>())
+                .ok_or_else(bad)?;
+            let ev_attrs = ev_struct
+                .column_by_name(c::event::ATTRIBUTES)
+                .and_then(map_rows)
+                .ok_or_else(bad)?;
+            let ev_offsets = events.value_offsets();
+            let mut cols: [StringBuilder; 4] = std::array::from_fn(|_| StringBuilder::new());
+            for (row, a) in attrs.iter().enumerate() {
+                let evs: Vec<EventRef<'_>> = (ev_offsets[row] as usize
+                    ..ev_offsets[row + 1] as usize)
+                    .map(|j| EventRef {
+                        name: ev_names.value(j),
+                        attributes: &ev_attrs[j],
+                    })
+                    .collect();
+                let io = extract(a, &evs);
+                // Serialising strings and plain message structs cannot fail.
+                cols[0].append_option(io.system.as_deref());
+                cols[1].append_value(serde_json::to_string(&io.input).unwrap_or_default());
+                cols[2].append_value(serde_json::to_string(&io.output).unwrap_or_default());
+                cols[3].append_value(serde_json::to_string(&io.context).unwrap_or_default());
+            }
+            let arrays: Vec<ArrayRef> = cols
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef)
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(StructArray::new(
+                out_fields.clone(),
+                arrays,
+                None,
+            ))))
+        }),
+    ))
+}
+
+impl Catalog {
+    /// Registers the store's span table and the views over `opts.window`.
+    pub async fn open(store: &str, opts: CatalogOptions) -> Result<Self, CurateError> {
+        let location = locate(store)?;
+        let config = SessionConfig::new().with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_object_store(&location.base, location.store.clone());
+        let url = ListingTableUrl::parse(&location.spans_url)?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(partition_cols());
+        let table = ListingTable::try_new(
+            ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .with_schema(span_schema()),
+        )?;
+        ctx.register_table(SPAN_STORE, Arc::new(table))?;
+        ctx.register_udf(opts.prices.clone().udf());
+        ctx.register_udf(llm_io_udf()?);
+        for sql in [
+            spans_view(&opts),
+            LLM_CALLS_VIEW.replace("{IS_LLM_CALL}", IS_LLM_CALL),
+            TRACES_VIEW.to_string(),
+        ] {
+            ctx.sql(&sql).await?;
+        }
+        Ok(Self { ctx, location })
+    }
+}

@@ -1,0 +1,140 @@
+//! The `curate` command line (flags with `CURATE_*` environment fallbacks).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Select traces from a trace2eval store with SQL rules and export them as JSONL eval
+/// datasets, or query the store's views (spans, traces, llm_calls, evals) with SQL.
+///
+/// Examples:
+///   curate --store ./data --rule slow --since 24h --out slow.jsonl
+///   curate --store ./data --rule errors --rule costly --match all --out bad.jsonl
+///   curate --store ./data --sql "SELECT model, count(*) FROM llm_calls GROUP BY 1"
+///   curate rules
+///
+/// Exit codes: 0 success (an empty selection included), 1 failure, 2 bad arguments or an
+/// unknown rule.
+#[derive(Parser, Debug, Default)]
+#[command(name = "curate", version, verbatim_doc_comment)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Store to read: a directory, file:///abs/dir, or s3://bucket/prefix (AWS_* variables).
+    #[arg(
+        long,
+        env = "CURATE_STORE",
+        default_value = "./data",
+        value_name = "URL"
+    )]
+    pub store: String,
+    /// Rule to select traces with; repeat for several (see `curate rules`).
+    #[arg(
+        long = "rule",
+        env = "CURATE_RULE",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub rules: Vec<String>,
+    /// How several rules combine: any (union) or all (intersection).
+    #[arg(long = "match", value_enum, default_value_t = Match::Any, env = "CURATE_MATCH")]
+    pub match_: Match,
+    /// Rule parameter, e.g. --set slow.min_duration=2s (repeatable).
+    #[arg(long = "set", value_name = "RULE.PARAM=VALUE")]
+    pub sets: Vec<String>,
+    /// Custom rule: a SQL boolean expression over the traces view.
+    #[arg(long = "where", value_name = "SQL")]
+    pub where_: Option<String>,
+    /// Without --out: run this SQL and print the result. With --out: a custom rule, a query
+    /// returning a trace_id column.
+    #[arg(long, value_name = "SQL")]
+    pub sql: Option<String>,
+    /// TOML file of custom rules: [rules.NAME] with `where = "..."` or `sql = "..."`.
+    #[arg(long = "rules", env = "CURATE_RULES", value_name = "FILE")]
+    pub rules_file: Option<PathBuf>,
+    /// Start of the window: RFC 3339, a date, or a duration back from now (24h, 7d).
+    #[arg(long, env = "CURATE_SINCE", default_value = "24h", value_name = "TIME")]
+    pub since: String,
+    /// End of the window (exclusive); default now.
+    #[arg(long, env = "CURATE_UNTIL", value_name = "TIME")]
+    pub until: Option<String>,
+    /// No time bound (overrides --since/--until).
+    #[arg(long)]
+    pub all: bool,
+    /// Only this tenant.
+    #[arg(long, env = "CURATE_TENANT")]
+    pub tenant: Option<String>,
+    /// Leave out traces whose last span ended less than this long ago (still receiving).
+    #[arg(
+        long,
+        env = "CURATE_SETTLE",
+        default_value = "5m",
+        value_name = "DURATION"
+    )]
+    pub settle: String,
+    /// JSONL dataset to write; a manifest goes to <FILE>.manifest.json.
+    #[arg(long, env = "CURATE_OUT", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Export format.
+    #[arg(long, value_enum, default_value_t = Format::Items, env = "CURATE_FORMAT")]
+    pub format: Format,
+    /// One line per LLM call (call) or per trace (trace).
+    #[arg(long, value_enum, default_value_t = Per::Call, env = "CURATE_PER")]
+    pub per: Per,
+    /// quick-followup: also select the earlier trace of each pair.
+    #[arg(long)]
+    pub include_previous: bool,
+    /// Price table (TOML, USD per million tokens) replacing the built-in one.
+    #[arg(long, env = "CURATE_PRICES", value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+    /// At most this many selected traces (earliest first).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// A seeded random sample of N selected traces (with --seed).
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Seed of --sample.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+    /// Machine-readable output: JSON lines for --sql, a JSON summary for exports.
+    #[arg(long)]
+    pub json: bool,
+    /// The current time (RFC 3339), for reproducible runs and tests; default the clock.
+    #[arg(long, hide = true, env = "CURATE_NOW")]
+    pub now: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the built-in rules, their parameters and defaults (and those of --rules FILE).
+    Rules {
+        #[arg(long = "rules", value_name = "FILE")]
+        rules_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Match {
+    #[default]
+    Any,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    #[default]
+    Items,
+    OpenaiChat,
+    Langfuse,
+    Phoenix,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Per {
+    #[default]
+    Call,
+    Trace,
+}

@@ -1,0 +1,546 @@
+//! Export: the selected traces become dataset lines (one per LLM call or per trace) in one of
+//! the formats, plus a manifest that says how the dataset was made.
+//!
+//! Nested instrumentations often record one LLM call as a chain of spans (an app span, an
+//! OpenLLMetry span, the provider SDK's span). A call is such a chain: an LLM span whose parent
+//! is an LLM span with no other LLM child joins its parent's call, and the call's line comes
+//! from the span of the chain with the most content (input and output), the innermost on a
+//! tie. Calls with no input and no output are left out of `--per call` datasets (there is
+//! nothing to judge); `--json` counts them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::catalog::Catalog;
+use crate::cli::{Format, Per};
+use crate::error::CurateError;
+use crate::extract::Message;
+
+/// Column reader over query results, casting to the expected type.
+struct Cols<'a> {
+    batch: &'a RecordBatch,
+}
+
+impl<'a> Cols<'a> {
+    fn col(&self, name: &str, to: &DataType) -> Result<ArrayRef, CurateError> {
+        let a = self
+            .batch
+            .column_by_name(name)
+            .ok_or_else(|| CurateError::BadArgs(format!("query result has no column {name:?}")))?;
+        Ok(cast(a, to).map_err(datafusion::error::DataFusionError::from)?)
+    }
+
+    fn strings(&self, name: &str) -> Result<Vec<Option<String>>, CurateError> {
+        let a = self.col(name, &DataType::Utf8)?;
+        Ok(a.as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect())
+    }
+
+    fn ints(&self, name: &str) -> Result<Vec<Option<i64>>, CurateError> {
+        let a = self.col(name, &DataType::Int64)?;
+        Ok(a.as_primitive::<Int64Type>().iter().collect())
+    }
+
+    fn floats(&self, name: &str) -> Result<Vec<Option<f64>>, CurateError> {
+        let a = self.col(name, &DataType::Float64)?;
+        Ok(a.as_primitive::<Float64Type>().iter().collect())
+    }
+
+    fn bools(&self, name: &str) -> Result<Vec<Option<bool>>, CurateError> {
+        let a = self.col(name, &DataType::Boolean)?;
+        let b = a.as_boolean();
+        Ok((0..b.len())
+            .map(|i| b.is_valid(i).then(|| b.value(i)))
+            .collect())
+    }
+}
+
+/// One selected trace.
+#[derive(Debug, Clone)]
+pub struct TraceRow {
+    pub trace_id: String,
+    pub tenant: Option<String>,
+    pub root_span_id: Option<String>,
+    pub root_name: Option<String>,
+    pub root_service: Option<String>,
+    pub start_ns: i64,
+    pub root_duration_ns: i64,
+    pub has_error: bool,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+    pub session_id: Option<String>,
+    pub user_id: Option<String>,
+    pub rules: Vec<String>,
+}
+
+/// One LLM call span of a selected trace.
+#[derive(Debug, Clone)]
+struct CallRow {
+    trace_id: String,
+    span_id: String,
+    parent_span_id: Option<String>,
+    service: Option<String>,
+    start_ns: i64,
+    duration_ns: i64,
+    status_code: String,
+    model: Option<String>,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    cost_usd: Option<f64>,
+    system: Option<String>,
+    input: Vec<Message>,
+    output: Vec<Message>,
+    context: Vec<String>,
+}
+
+impl CallRow {
+    fn content(&self) -> usize {
+        usize::from(!self.input.is_empty()) + usize::from(!self.output.is_empty())
+    }
+}
+
+fn json_list<T: serde::de::DeserializeOwned>(s: Option<String>) -> Vec<T> {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+async fn query(catalog: &Catalog, sql: &str) -> Result<Vec<RecordBatch>, CurateError> {
+    Ok(catalog.ctx.sql(sql).await?.collect().await?)
+}
+
+/// The selected traces (joined to `selected`) that ended before `settled_before`, by start.
+pub async fn selected_traces(
+    catalog: &Catalog,
+    settled_before: &str,
+) -> Result<Vec<TraceRow>, CurateError> {
+    let sql = format!(
+        "SELECT t.trace_id, t.tenant, t.root_span_id, t.root_name, t.root_service, \
+         arrow_cast(t.start_time, 'Int64') AS start_ns, t.root_duration_ns, t.has_error, \
+         t.input_tokens, t.output_tokens, t.cost_usd, t.session_id, t.user_id, s.rules \
+         FROM traces t JOIN selected s ON t.trace_id = s.trace_id \
+         WHERE t.end_time <= {settled_before} ORDER BY t.start_time, t.trace_id"
+    );
+    let mut out = Vec::new();
+    for b in query(catalog, &sql).await? {
+        let c = Cols { batch: &b };
+        let ids = c.strings("trace_id")?;
+        let (tenant, root, name, service) = (
+            c.strings("tenant")?,
+            c.strings("root_span_id")?,
+            c.strings("root_name")?,
+            c.strings("root_service")?,
+        );
+        let (start, dur, err) = (
+            c.ints("start_ns")?,
+            c.ints("root_duration_ns")?,
+            c.bools("has_error")?,
+        );
+        let (inp, outp, cost) = (
+            c.ints("input_tokens")?,
+            c.ints("output_tokens")?,
+            c.floats("cost_usd")?,
+        );
+        let (session, user, rules) = (
+            c.strings("session_id")?,
+            c.strings("user_id")?,
+            c.strings("rules")?,
+        );
+        for i in 0..b.num_rows() {
+            out.push(TraceRow {
+                trace_id: ids[i].clone().unwrap_or_default(),
+                tenant: tenant[i].clone(),
+                root_span_id: root[i].clone(),
+                root_name: name[i].clone(),
+                root_service: service[i].clone(),
+                start_ns: start[i].unwrap_or(0),
+                root_duration_ns: dur[i].unwrap_or(0),
+                has_error: err[i].unwrap_or(false),
+                input_tokens: inp[i].unwrap_or(0),
+                output_tokens: outp[i].unwrap_or(0),
+                cost_usd: cost[i].unwrap_or(0.0),
+                session_id: session[i].clone(),
+                user_id: user[i].clone(),
+                rules: rules[i]
+                    .clone()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::to_string)
+                    .collect(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn selected_calls(catalog: &Catalog) -> Result<Vec<CallRow>, CurateError> {
+    let sql = "SELECT l.trace_id, l.span_id, l.parent_span_id, l.service_name, \
+        arrow_cast(l.start_time, 'Int64') AS start_ns, l.duration_ns, l.status_code, l.model, \
+        l.input_tokens, l.output_tokens, l.cost_usd, l.system_prompt, l.input_messages, \
+        l.output_messages, l.context \
+        FROM llm_calls l JOIN selected s ON l.trace_id = s.trace_id ORDER BY l.start_time, l.span_id";
+    let mut out = Vec::new();
+    for b in query(catalog, sql).await? {
+        let c = Cols { batch: &b };
+        let (trace, span, parent, service) = (
+            c.strings("trace_id")?,
+            c.strings("span_id")?,
+            c.strings("parent_span_id")?,
+            c.strings("service_name")?,
+        );
+        let (start, dur, status, model) = (
+            c.ints("start_ns")?,
+            c.ints("duration_ns")?,
+            c.strings("status_code")?,
+            c.strings("model")?,
+        );
+        let (inp, outp, cost) = (
+            c.ints("input_tokens")?,
+            c.ints("output_tokens")?,
+            c.floats("cost_usd")?,
+        );
+        let (system, input, output, context) = (
+            c.strings("system_prompt")?,
+            c.strings("input_messages")?,
+            c.strings("output_messages")?,
+            c.strings("context")?,
+        );
+        for i in 0..b.num_rows() {
+            out.push(CallRow {
+                trace_id: trace[i].clone().unwrap_or_default(),
+                span_id: span[i].clone().unwrap_or_default(),
+                parent_span_id: parent[i].clone(),
+                service: service[i].clone(),
+                start_ns: start[i].unwrap_or(0),
+                duration_ns: dur[i].unwrap_or(0),
+                status_code: status[i].clone().unwrap_or_default(),
+                model: model[i].clone(),
+                input_tokens: inp[i],
+                output_tokens: outp[i],
+                cost_usd: cost[i],
+                system: system[i].clone(),
+                input: json_list(input[i].clone()),
+                output: json_list(output[i].clone()),
+                context: json_list(context[i].clone()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Documents of retrieval spans of the selected traces, by trace, in start order.
+async fn retrieved_context(catalog: &Catalog) -> Result<HashMap<String, Vec<String>>, CurateError> {
+    let sql = "SELECT sp.trace_id, llm_io(sp.attributes, sp.events)['context'] AS context \
+        FROM spans sp JOIN selected s ON sp.trace_id = s.trace_id \
+        WHERE sp.attributes['retrieval.documents.0.document.content'] IS NOT NULL \
+        AND NOT {IS_LLM_CALL} ORDER BY sp.start_time"
+        .replace("{IS_LLM_CALL}", crate::catalog::IS_LLM_CALL);
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for b in query(catalog, &sql).await? {
+        let c = Cols { batch: &b };
+        for (t, ctx) in c
+            .strings("trace_id")?
+            .into_iter()
+            .zip(c.strings("context")?)
+        {
+            out.entry(t.unwrap_or_default())
+                .or_default()
+                .extend(json_list::<String>(ctx));
+        }
+    }
+    Ok(out)
+}
+
+/// Groups nested spans of one call (see the module docs) and keeps the best span of each.
+fn calls(rows: Vec<CallRow>) -> Vec<CallRow> {
+    let key = |t: &str, s: &str| format!("{t}/{s}");
+    let mut llm_children: HashMap<String, usize> = HashMap::new();
+    let by_id: HashMap<String, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (key(&r.trace_id, &r.span_id), i))
+        .collect();
+    for r in &rows {
+        if let Some(p) = &r.parent_span_id
+            && by_id.contains_key(&key(&r.trace_id, p))
+        {
+            *llm_children.entry(key(&r.trace_id, p)).or_default() += 1;
+        }
+    }
+    // The call a span belongs to: climb while the parent is an LLM span with one LLM child.
+    let head = |mut i: usize| {
+        let mut depth = 0;
+        while let Some(p) = rows[i]
+            .parent_span_id
+            .as_ref()
+            .map(|p| key(&rows[i].trace_id, p))
+            && llm_children.get(&p) == Some(&1)
+            && let Some(&pi) = by_id.get(&p)
+        {
+            i = pi;
+            depth += 1;
+        }
+        (i, depth)
+    };
+    let mut best: BTreeMap<usize, (usize, usize, usize)> = BTreeMap::new(); // head -> (content, depth, row)
+    for (i, row) in rows.iter().enumerate() {
+        let (h, depth) = head(i);
+        let cand = (row.content(), depth, i);
+        let entry = best.entry(h).or_insert(cand);
+        if (cand.0, cand.1) > (entry.0, entry.1) {
+            *entry = cand;
+        }
+    }
+    let mut keep: Vec<usize> = best.values().map(|(_, _, i)| *i).collect();
+    keep.sort_unstable();
+    let mut rows: Vec<Option<CallRow>> = rows.into_iter().map(Some).collect();
+    keep.into_iter().filter_map(|i| rows[i].take()).collect()
+}
+
+fn nanos_to_rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// A dataset line of the `items` format (keys in this order).
+#[derive(Serialize)]
+struct Item {
+    id: String,
+    trace_id: String,
+    span_id: String,
+    input: Vec<Message>,
+    output: String,
+    context: Vec<String>,
+    expected_output: Option<String>,
+    metadata: Metadata,
+}
+
+#[derive(Serialize, Clone)]
+struct Metadata {
+    rules: Vec<String>,
+    model: Option<String>,
+    latency_ms: f64,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    cost_usd: Option<f64>,
+    status: String,
+    service: Option<String>,
+    session_id: Option<String>,
+    user_id: Option<String>,
+    tenant: Option<String>,
+    start_time: String,
+    root_name: Option<String>,
+}
+
+fn output_text(output: &[Message]) -> String {
+    output
+        .iter()
+        .map(|m| m.content.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn with_system(system: Option<&str>, input: &[Message]) -> Vec<Message> {
+    let mut msgs = Vec::with_capacity(input.len() + 1);
+    if let Some(s) = system {
+        msgs.push(Message {
+            role: "system".into(),
+            content: s.into(),
+        });
+    }
+    msgs.extend(input.iter().cloned());
+    msgs
+}
+
+/// Builds the `items` lines: one per call (default) or per trace.
+fn items(
+    traces: &[TraceRow],
+    calls_rows: Vec<CallRow>,
+    contexts: &HashMap<String, Vec<String>>,
+    per: Per,
+) -> (Vec<Item>, usize) {
+    let by_trace: HashMap<&str, &TraceRow> =
+        traces.iter().map(|t| (t.trace_id.as_str(), t)).collect();
+    let mut calls_by_trace: BTreeMap<String, Vec<CallRow>> = BTreeMap::new();
+    for c in calls(calls_rows) {
+        if by_trace.contains_key(c.trace_id.as_str()) {
+            calls_by_trace
+                .entry(c.trace_id.clone())
+                .or_default()
+                .push(c);
+        }
+    }
+    let mut out = Vec::new();
+    let mut empty = 0;
+    for t in traces {
+        let calls = calls_by_trace.remove(&t.trace_id).unwrap_or_default();
+        let trace_ctx = contexts.get(&t.trace_id).cloned().unwrap_or_default();
+        let meta = |model: Option<String>,
+                    dur: i64,
+                    inp,
+                    outp,
+                    cost,
+                    status: String,
+                    service,
+                    start_ns| Metadata {
+            rules: t.rules.clone(),
+            model,
+            latency_ms: dur as f64 / 1e6,
+            input_tokens: inp,
+            output_tokens: outp,
+            cost_usd: cost,
+            status,
+            service,
+            session_id: t.session_id.clone(),
+            user_id: t.user_id.clone(),
+            tenant: t.tenant.clone(),
+            start_time: nanos_to_rfc3339(start_ns),
+            root_name: t.root_name.clone(),
+        };
+        match per {
+            Per::Call => {
+                for c in calls {
+                    if c.content() == 0 {
+                        empty += 1;
+                        continue;
+                    }
+                    let context = if c.context.is_empty() {
+                        trace_ctx.clone()
+                    } else {
+                        c.context.clone()
+                    };
+                    out.push(Item {
+                        id: format!("{}-{}", c.trace_id, c.span_id),
+                        input: with_system(c.system.as_deref(), &c.input),
+                        output: output_text(&c.output),
+                        context,
+                        expected_output: None,
+                        metadata: meta(
+                            c.model.clone(),
+                            c.duration_ns,
+                            c.input_tokens,
+                            c.output_tokens,
+                            c.cost_usd,
+                            c.status_code.clone(),
+                            c.service.clone(),
+                            c.start_ns,
+                        ),
+                        trace_id: c.trace_id,
+                        span_id: c.span_id,
+                    });
+                }
+            }
+            Per::Trace => {
+                let first = calls.iter().find(|c| !c.input.is_empty());
+                let last = calls.iter().rev().find(|c| !c.output.is_empty());
+                let mut context: Vec<String> = trace_ctx.clone();
+                for c in &calls {
+                    context.extend(c.context.iter().cloned());
+                }
+                context.dedup();
+                let models: Vec<String> = calls.iter().filter_map(|c| c.model.clone()).collect();
+                out.push(Item {
+                    id: t.trace_id.clone(),
+                    trace_id: t.trace_id.clone(),
+                    span_id: t.root_span_id.clone().unwrap_or_default(),
+                    input: first
+                        .map(|c| with_system(c.system.as_deref(), &c.input))
+                        .unwrap_or_default(),
+                    output: last.map(|c| output_text(&c.output)).unwrap_or_default(),
+                    context,
+                    expected_output: None,
+                    metadata: meta(
+                        models.first().cloned(),
+                        t.root_duration_ns,
+                        Some(t.input_tokens),
+                        Some(t.output_tokens),
+                        Some(t.cost_usd),
+                        if t.has_error {
+                            "ERROR".into()
+                        } else {
+                            "OK".into()
+                        },
+                        t.root_service.clone(),
+                        t.start_ns,
+                    ),
+                });
+            }
+        }
+    }
+    (out, empty)
+}
+
+/// The line of `item` in `format`.
+fn line(item: &Item, format: Format) -> Value {
+    let meta = serde_json::to_value(&item.metadata).unwrap_or(Value::Null);
+    match format {
+        Format::Items => serde_json::to_value(item).unwrap_or(Value::Null),
+        Format::OpenaiChat => {
+            let mut messages = serde_json::to_value(&item.input).unwrap_or(Value::Null);
+            if let Value::Array(m) = &mut messages {
+                m.push(json!({"role": "assistant", "content": item.output}));
+            }
+            json!({ "messages": messages })
+        }
+        Format::Langfuse => json!({
+            "id": item.id,
+            "input": { "messages": item.input, "context": item.context },
+            "expectedOutput": item.expected_output,
+            "metadata": meta,
+            "sourceTraceId": item.trace_id,
+            "sourceObservationId": item.span_id,
+        }),
+        Format::Phoenix => {
+            let mut metadata = meta;
+            if let Value::Object(m) = &mut metadata {
+                m.insert("trace_id".into(), json!(item.trace_id));
+                m.insert("span_id".into(), json!(item.span_id));
+                m.insert("id".into(), json!(item.id));
+            }
+            json!({
+                "input": { "messages": item.input, "context": item.context },
+                "output": { "content": item.output },
+                "metadata": metadata,
+            })
+        }
+    }
+}
+
+/// What an export produced.
+pub struct Exported {
+    pub lines: Vec<String>,
+    pub traces: usize,
+    pub calls_without_content: usize,
+}
+
+/// Builds the dataset lines of the selected traces.
+pub async fn export(
+    catalog: &Catalog,
+    traces: &[TraceRow],
+    format: Format,
+    per: Per,
+) -> Result<Exported, CurateError> {
+    let calls_rows = selected_calls(catalog).await?;
+    let contexts = retrieved_context(catalog).await?;
+    let (items, empty) = items(traces, calls_rows, &contexts, per);
+    // De-duplicate identical inputs: the first of each is kept.
+    let mut seen = std::collections::HashSet::new();
+    let lines = items
+        .iter()
+        .filter(|i| {
+            per == Per::Trace || seen.insert(serde_json::to_string(&i.input).unwrap_or_default())
+        })
+        .map(|i| line(i, format).to_string())
+        .collect();
+    Ok(Exported {
+        lines,
+        traces: traces.len(),
+        calls_without_content: empty,
+    })
+}

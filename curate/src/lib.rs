@@ -1,0 +1,253 @@
+//! `curate`: the second stage of trace2eval. The store's Parquet span files become a
+//! DataFusion catalog (`catalog`: listing table plus the `spans`, `llm_calls`, `traces`,
+//! `evals` views, with messages normalised by `extract` and costs from `prices`), rules select
+//! traces (`rules`, combined in `select`), and `export` writes JSONL datasets with a manifest
+//! (`manifest`). `window` parses times and prunes partitions; `cli` is the command line.
+
+pub mod catalog;
+pub mod cli;
+pub mod error;
+pub mod export;
+pub mod extract;
+pub mod manifest;
+pub mod prices;
+pub mod rules;
+pub mod select;
+pub mod window;
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use serde::Serialize;
+
+use crate::catalog::{Catalog, CatalogOptions};
+use crate::cli::{Args, Command};
+use crate::error::CurateError;
+use crate::prices::Prices;
+use crate::select::RuleQuery;
+use crate::window::{Window, parse_duration, parse_time, sql_time};
+
+/// The one-line (or `--json`) summary of an export.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub traces_scanned: u64,
+    pub selected_per_rule: std::collections::BTreeMap<String, usize>,
+    pub selected: usize,
+    pub not_settled: usize,
+    pub exported_traces: usize,
+    pub lines: usize,
+    pub calls_without_content: usize,
+    pub out: String,
+    pub manifest: String,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per_rule: Vec<String> = self
+            .selected_per_rule
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        if self.lines == 0 {
+            write!(f, "selected nothing: ")?;
+        }
+        write!(
+            f,
+            "scanned {} traces, selected {} ({}), {} not settled yet, wrote {} lines to {} in {:.2}s",
+            self.traces_scanned,
+            self.selected,
+            per_rule.join(" "),
+            self.not_settled,
+            self.lines,
+            self.out,
+            self.seconds
+        )
+    }
+}
+
+fn now(args: &Args) -> Result<DateTime<Utc>, CurateError> {
+    match &args.now {
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| CurateError::BadArgs(format!("--now {s:?}: {e}"))),
+        None => Ok(Utc::now()),
+    }
+}
+
+fn window(args: &Args, now: DateTime<Utc>) -> Result<Window, CurateError> {
+    if args.all {
+        return Ok(Window::ALL);
+    }
+    let since = parse_time(&args.since, now)?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|u| parse_time(u, now))
+        .transpose()?;
+    if until.is_some_and(|u| u <= since) {
+        return Err(CurateError::BadArgs(format!(
+            "--until must be after --since ({since})"
+        )));
+    }
+    Ok(Window {
+        since: Some(since),
+        until,
+    })
+}
+
+/// The rules a run selects with, as SQL.
+fn rule_queries(args: &Args) -> Result<Vec<RuleQuery>, CurateError> {
+    let custom = match &args.rules_file {
+        Some(p) => rules::load_rules_file(p)?,
+        None => Default::default(),
+    };
+    let settings = rules::Settings::parse(&args.sets)?;
+    let mut out = Vec::new();
+    for name in &args.rules {
+        let sql = match custom.get(name) {
+            Some(c) => rules::custom_sql(c),
+            None => rules::builtin_sql(name, &settings, args.include_previous)?,
+        };
+        out.push(RuleQuery {
+            name: name.clone(),
+            sql,
+        });
+    }
+    if let Some(w) = &args.where_ {
+        out.push(RuleQuery {
+            name: "where".into(),
+            sql: format!("SELECT trace_id FROM traces WHERE {w}"),
+        });
+    }
+    if let (Some(sql), Some(_)) = (&args.sql, &args.out) {
+        out.push(RuleQuery {
+            name: "sql".into(),
+            sql: format!("SELECT trace_id FROM ({sql})"),
+        });
+    }
+    if out.is_empty() {
+        return Err(CurateError::BadArgs(
+            "nothing to select with: give --rule NAME (see `curate rules`), --where SQL, or --sql SQL with --out".into(),
+        ));
+    }
+    Ok(out)
+}
+
+async fn print_query(catalog: &Catalog, sql: &str, json: bool) -> Result<String, CurateError> {
+    let batches = catalog.ctx.sql(sql).await?.collect().await?;
+    if json {
+        let mut buf = Vec::new();
+        let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut buf);
+        for b in &batches {
+            w.write(b)
+                .map_err(datafusion::error::DataFusionError::from)?;
+        }
+        w.finish()
+            .map_err(datafusion::error::DataFusionError::from)?;
+        return Ok(String::from_utf8_lossy(&buf).into_owned());
+    }
+    Ok(format!(
+        "{}\n",
+        pretty_format_batches(&batches).map_err(datafusion::error::DataFusionError::from)?
+    ))
+}
+
+/// Runs one `curate` invocation; returns what to print on stdout.
+pub async fn run(args: Args) -> Result<String, CurateError> {
+    if let Some(Command::Rules { rules_file }) = &args.command {
+        let custom = match rules_file.as_ref().or(args.rules_file.as_ref()) {
+            Some(p) => rules::load_rules_file(p)?,
+            None => Default::default(),
+        };
+        return Ok(rules::describe(&custom));
+    }
+    let started = Instant::now();
+    let now = now(&args)?;
+    let window = window(&args, now)?;
+    let settle = parse_duration(&args.settle)?;
+    let prices = Prices::load(args.prices.as_deref())?;
+    if let (Some(sql), None) = (&args.sql, &args.out) {
+        let catalog = Catalog::open(
+            &args.store,
+            CatalogOptions {
+                window,
+                tenant: args.tenant.clone(),
+                prices,
+            },
+        )
+        .await?;
+        return print_query(&catalog, sql, args.json).await;
+    }
+    let out = args.out.clone().ok_or_else(|| {
+        CurateError::BadArgs(
+            "--out FILE is required to export a dataset (or give --sql to print a query)".into(),
+        )
+    })?;
+    if args.sample.is_some_and(|n| n == 0) {
+        return Err(CurateError::BadArgs("--sample must be at least 1".into()));
+    }
+    let queries = rule_queries(&args)?;
+    let catalog = Catalog::open(
+        &args.store,
+        CatalogOptions {
+            window,
+            tenant: args.tenant.clone(),
+            prices,
+        },
+    )
+    .await?;
+    let per_rule = select::run_rules(&catalog, &queries).await?;
+    let combined = select::combine(&per_rule, args.match_);
+    select::register_selected(&catalog, &combined)?;
+    let settled = export::selected_traces(&catalog, &sql_time(now - settle)).await?;
+    let not_settled = combined.len() - settled.len();
+    let traces = select::sample_and_limit(settled, args.sample, args.seed, args.limit);
+    let kept: std::collections::BTreeMap<String, Vec<String>> = traces
+        .iter()
+        .map(|t| (t.trace_id.clone(), t.rules.clone()))
+        .collect();
+    select::register_selected(&catalog, &kept)?;
+    let exported = export::export(&catalog, &traces, args.format, args.per).await?;
+    let written = manifest::write(&out, &exported.lines)?;
+    let scanned = scanned_traces(&catalog).await?;
+    let summary = Summary {
+        traces_scanned: scanned,
+        selected_per_rule: per_rule
+            .iter()
+            .map(|(r, ids)| (r.clone(), ids.len()))
+            .collect(),
+        selected: combined.len(),
+        not_settled,
+        exported_traces: exported.traces,
+        lines: exported.lines.len(),
+        calls_without_content: exported.calls_without_content,
+        out: out.display().to_string(),
+        manifest: written.manifest_path.display().to_string(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let files = manifest::source_files(&catalog, &window).await?;
+    manifest::write_manifest(&written, &args, &queries, window, now, &summary, files)?;
+    Ok(if args.json {
+        format!("{}\n", serde_json::to_string(&summary).unwrap_or_default())
+    } else {
+        format!("{summary}\n")
+    })
+}
+
+async fn scanned_traces(catalog: &Catalog) -> Result<u64, CurateError> {
+    let b = catalog
+        .ctx
+        .sql("SELECT count(DISTINCT trace_id) AS n FROM spans")
+        .await?
+        .collect()
+        .await?;
+    Ok(b.first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        })
+        .map_or(0, |a| a.value(0).max(0) as u64))
+}

@@ -1,0 +1,28 @@
+use clap::Parser;
+use curate::cli::Args;
+
+#[tokio::main]
+async fn main() {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            // clap: 0 for --help/--version, 2 for usage errors.
+            std::process::exit(e.exit_code());
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match curate::run(args).await {
+        Ok(out) => print!("{out}"),
+        Err(e) => {
+            eprintln!("curate: {e}");
+            std::process::exit(e.exit_code());
+        }
+    }
+}

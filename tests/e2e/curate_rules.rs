@@ -1,0 +1,197 @@
+//! curate over a store filled through the real ingest: every built-in rule selects exactly
+//! the planted traces (no misses, no extras), near misses stay out, unsettled traces wait,
+//! and the JSONL and its manifest say what was selected.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use trace2eval_tests::client::Grpc;
+use trace2eval_tests::harness::{Ingest, IngestOpts, TestResult, bin_path};
+use trace2eval_tests::planted::{NOW, Planted, planted};
+
+/// Ingests the planted corpus into `dir/store`.
+async fn planted_store(dir: &Path) -> TestResult<Planted> {
+    let p = planted();
+    let mut ingest = Ingest::start(&IngestOpts::local(dir))?;
+    Grpc::connect(ingest.grpc_url())
+        .await?
+        .export(p.request.clone())
+        .await?;
+    assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
+    Ok(p)
+}
+
+/// Runs curate with `args` on `dir/store` at the planted NOW; returns (exit code, stdout, stderr).
+fn curate(dir: &Path, args: &[&str]) -> TestResult<(i32, String, String)> {
+    let out = Command::new(bin_path("curate")?)
+        .arg("--store")
+        .arg(dir.join("store"))
+        .args(["--now", NOW])
+        .args(args)
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout)?,
+        String::from_utf8(out.stderr)?,
+    ))
+}
+
+/// Exports `rule` per trace and returns the selected trace ids.
+fn select(dir: &Path, rule_args: &[&str]) -> TestResult<BTreeSet<String>> {
+    let out = dir.join("out.jsonl");
+    let out_s = out.display().to_string();
+    let mut args = vec!["--per", "trace", "--out", &out_s];
+    args.extend_from_slice(rule_args);
+    let (code, stdout, stderr) = curate(dir, &args)?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let mut ids = BTreeSet::new();
+    for line in std::fs::read_to_string(&out)?.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        ids.insert(v["trace_id"].as_str().unwrap_or_default().to_string());
+    }
+    Ok(ids)
+}
+
+fn named(p: &Planted, ids: &BTreeSet<String>) -> Vec<String> {
+    ids.iter()
+        .map(|id| {
+            p.names
+                .iter()
+                .find(|(t, _)| t == id)
+                .map_or(id.clone(), |(_, n)| n.clone())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_builtin_rule_selects_exactly_the_planted_traces() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = planted_store(dir.path()).await?;
+    let check = |rule: &[&str], expected: &BTreeSet<String>| -> TestResult {
+        let got = select(dir.path(), rule)?;
+        assert_eq!(named(&p, &got), named(&p, expected), "rule {rule:?}");
+        Ok(())
+    };
+    check(&["--rule", "slow"], &p.slow)?;
+    check(&["--rule", "costly"], &p.costly)?;
+    check(&["--rule", "errors"], &p.errors)?;
+    check(&["--rule", "quick-followup"], &p.quick_followup)?;
+    check(
+        &["--rule", "quick-followup", "--include-previous"],
+        &p.quick_followup_previous,
+    )?;
+    let any: BTreeSet<String> = p.slow.union(&p.errors).cloned().collect();
+    check(&["--rule", "slow", "--rule", "errors"], &any)?;
+    check(
+        &["--rule", "slow", "--rule", "errors", "--match", "all"],
+        &BTreeSet::new(),
+    )?;
+    // Parameters move the thresholds; comparisons stay strict.
+    let mut slow5 = p.slow.clone();
+    slow5.extend(
+        p.names
+            .iter()
+            .filter(|(_, n)| n == "exactly 5s")
+            .map(|(t, _)| t.clone()),
+    );
+    check(
+        &["--rule", "slow", "--set", "slow.min_duration=4950ms"],
+        &slow5,
+    )?;
+    check(&["--where", "root_duration_ns > 5000000000"], &p.slow)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_writes_items_with_messages_and_a_manifest() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = planted_store(dir.path()).await?;
+    let out = dir.path().join("slow.jsonl");
+    let out_s = out.display().to_string();
+    let (code, stdout, stderr) =
+        curate(dir.path(), &["--rule", "slow", "--out", &out_s, "--json"])?;
+    assert_eq!(code, 0, "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(summary["selected_per_rule"]["slow"], 3, "{summary}");
+    assert_eq!(
+        summary["not_settled"], 1,
+        "the unsettled slow trace waits: {summary}"
+    );
+    assert_eq!(summary["exported_traces"], 2, "{summary}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert!(p.slow.contains(l["trace_id"].as_str().unwrap_or_default()));
+        assert_eq!(l["input"][0]["role"], "user");
+        assert!(
+            l["input"][0]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("question of slow")
+        );
+        assert!(
+            l["output"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("answer of slow")
+        );
+        assert_eq!(l["metadata"]["model"], "gpt-4o-mini");
+        assert_eq!(l["metadata"]["rules"][0], "slow");
+        assert_eq!(l["span_id"].as_str().map(str::len), Some(16));
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        dir.path().join("slow.jsonl.manifest.json"),
+    )?)?;
+    assert_eq!(manifest["rules"][0]["name"], "slow");
+    assert_eq!(manifest["rules"][0]["parameters"]["min_duration"], "5s");
+    assert_eq!(manifest["counts"]["lines"], 2);
+    assert!(
+        manifest["source_files"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    );
+    use sha2::Digest;
+    let sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(&out)?));
+    assert_eq!(manifest["dataset"]["sha256"], sha.as_str());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_prints_tables_and_bad_arguments_exit_2() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    planted_store(dir.path()).await?;
+    let (code, stdout, stderr) = curate(
+        dir.path(),
+        &[
+            "--sql",
+            "SELECT model, count(*) AS n FROM llm_calls GROUP BY model ORDER BY model",
+        ],
+    )?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("gpt-4o-mini") && stdout.contains("| n"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = curate(dir.path(), &["--rule", "slowest", "--out", "x.jsonl"])?;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("unknown rule \"slowest\"") && stderr.contains("quick-followup"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = curate(
+        dir.path(),
+        &["--rule", "slow", "--set", "slow.max=1", "--out", "x.jsonl"],
+    )?;
+    assert_eq!(code, 2, "{stderr}");
+    let (code, stdout, _) = curate(dir.path(), &["rules"])?;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("slow.min_duration") && stdout.contains("default 5s"),
+        "{stdout}"
+    );
+    Ok(())
+}

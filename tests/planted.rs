@@ -1,0 +1,258 @@
+//! Traces with known answers for the curate rules: planted slow, costly, erroring and
+//! quick-follow-up traces, their near misses (a boundary value, an 11 s follow-up, a
+//! follow-up in another session, usage repeated on nested spans), and plain traffic.
+
+use std::collections::BTreeSet;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+/// "Now" of the planted store: 2026-03-10T12:00:00Z.
+pub const NOW: &str = "2026-03-10T12:00:00Z";
+const NOW_NS: u64 = 1_773_144_000_000_000_000;
+const SEC: u64 = 1_000_000_000;
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        key_strindex: 0,
+    }
+}
+
+fn s(key: &str, v: &str) -> KeyValue {
+    kv(key, Value::StringValue(v.into()))
+}
+
+fn i(key: &str, v: i64) -> KeyValue {
+    kv(key, Value::IntValue(v))
+}
+
+/// One planted trace under construction.
+pub struct TraceSpec {
+    pub name: String,
+    pub trace_id: [u8; 16],
+    pub start_ns: u64,
+    pub root_duration_ns: u64,
+    pub spans: Vec<Span>,
+}
+
+/// The planted corpus and the traces each rule must select (by trace id hex).
+pub struct Planted {
+    pub request: ExportTraceServiceRequest,
+    pub slow: BTreeSet<String>,
+    pub costly: BTreeSet<String>,
+    pub errors: BTreeSet<String>,
+    pub quick_followup: BTreeSet<String>,
+    pub quick_followup_previous: BTreeSet<String>,
+    /// Names by trace id, for messages.
+    pub names: Vec<(String, String)>,
+}
+
+struct Builder {
+    next: u8,
+    traces: Vec<TraceSpec>,
+}
+
+impl Builder {
+    /// A trace: SERVER root `POST /chat` of `dur_s` seconds starting `ago_s` before NOW, with one
+    /// LLM call (gpt-4o-mini, 100/50 tokens) unless changed later.
+    fn trace(&mut self, name: &str, ago_s: f64, dur_s: f64) -> usize {
+        self.next += 1;
+        let n = self.next;
+        let mut trace_id = [0u8; 16];
+        trace_id[0] = 0xA0;
+        trace_id[15] = n;
+        let start = NOW_NS - (ago_s * SEC as f64) as u64;
+        let dur = (dur_s * SEC as f64) as u64;
+        let root = Span {
+            trace_id: trace_id.to_vec(),
+            span_id: vec![n, 0, 0, 0, 0, 0, 0, 1],
+            name: "POST /chat".into(),
+            kind: 2,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + dur,
+            attributes: vec![s("http.route", "/chat")],
+            ..Default::default()
+        };
+        let llm = Span {
+            trace_id: trace_id.to_vec(),
+            span_id: vec![n, 0, 0, 0, 0, 0, 0, 2],
+            parent_span_id: root.span_id.clone(),
+            name: "chat gpt-4o-mini".into(),
+            kind: 3,
+            start_time_unix_nano: start + dur / 10,
+            end_time_unix_nano: start + dur / 2,
+            attributes: vec![
+                s("gen_ai.operation.name", "chat"),
+                s("gen_ai.provider.name", "openai"),
+                s("gen_ai.request.model", "gpt-4o-mini"),
+                i("gen_ai.usage.input_tokens", 100),
+                i("gen_ai.usage.output_tokens", 50),
+                s(
+                    "gen_ai.input.messages",
+                    &format!(
+                        r#"[{{"role":"user","parts":[{{"type":"text","content":"question of {name}"}}]}}]"#
+                    ),
+                ),
+                s(
+                    "gen_ai.output.messages",
+                    &format!(
+                        r#"[{{"role":"assistant","parts":[{{"type":"text","content":"answer of {name}"}}]}}]"#
+                    ),
+                ),
+            ],
+            ..Default::default()
+        };
+        self.traces.push(TraceSpec {
+            name: name.into(),
+            trace_id,
+            start_ns: start,
+            root_duration_ns: dur,
+            spans: vec![root, llm],
+        });
+        self.traces.len() - 1
+    }
+
+    fn llm(&mut self, t: usize) -> &mut Span {
+        &mut self.traces[t].spans[1]
+    }
+
+    fn tokens(&mut self, t: usize, model: &str, input: i64, output: i64) {
+        let span = self.llm(t);
+        span.attributes
+            .retain(|a| !a.key.starts_with("gen_ai.usage") && a.key != "gen_ai.request.model");
+        span.attributes.push(s("gen_ai.request.model", model));
+        span.attributes.push(i("gen_ai.usage.input_tokens", input));
+        span.attributes
+            .push(i("gen_ai.usage.output_tokens", output));
+    }
+
+    fn id(&self, t: usize) -> String {
+        hex::encode(self.traces[t].trace_id)
+    }
+}
+
+/// Builds the planted corpus.
+pub fn planted() -> Planted {
+    let mut b = Builder {
+        next: 0,
+        traces: Vec::new(),
+    };
+    let mut slow = BTreeSet::new();
+    let mut costly = BTreeSet::new();
+    let mut errors = BTreeSet::new();
+    let mut qf = BTreeSet::new();
+    let mut qf_prev = BTreeSet::new();
+
+    // Plain traffic: fast, cheap, fine, no session.
+    for k in 0..20 {
+        b.trace(&format!("plain {k}"), 3600.0 + 60.0 * k as f64, 1.2);
+    }
+    // slow: over 5 s; near misses exactly 5 s (strict) and 4.9 s.
+    let t = b.trace("slow 6s", 7000.0, 6.0);
+    slow.insert(b.id(t));
+    let t = b.trace("slow 30s", 7100.0, 30.0);
+    slow.insert(b.id(t));
+    b.trace("exactly 5s", 7200.0, 5.0);
+    b.trace("4.9s", 7300.0, 4.9);
+
+    // costly (default 0.10 USD): gpt-4o at 2.50/10.00 per million.
+    let t = b.trace("costly 0.12", 8000.0, 1.0);
+    b.tokens(t, "gpt-4o", 40_000, 2_000); // 0.10 + 0.02
+    costly.insert(b.id(t));
+    let t = b.trace("exactly 0.10", 8100.0, 1.0);
+    b.tokens(t, "gpt-4o-2024-08-06", 40_000, 0); // 0.10, not > 0.10
+    // Usage repeated on three nested spans of one call: 0.05 once, 0.15 if counted thrice.
+    let t = b.trace("nested usage 0.05", 8200.0, 1.0);
+    b.tokens(t, "gpt-4o", 20_000, 0);
+    let inner = b.traces[t].spans[1].clone();
+    let mut middle = inner.clone();
+    middle.span_id[7] = 3;
+    middle.name = "openai.chat".into();
+    let mut innermost = inner.clone();
+    innermost.span_id[7] = 4;
+    innermost.parent_span_id = middle.span_id.clone();
+    innermost.name = "POST /v1/chat/completions".into();
+    middle.parent_span_id = inner.span_id.clone();
+    b.traces[t].spans.push(middle);
+    b.traces[t].spans.push(innermost);
+
+    // errors: a child span with status ERROR; a near miss with OK and an error-ish attribute.
+    let t = b.trace("tool error", 9000.0, 1.0);
+    b.llm(t).status = Some(Status {
+        code: 2,
+        message: "rate limited".into(),
+    });
+    errors.insert(b.id(t));
+    let t = b.trace("status ok", 9100.0, 1.0);
+    b.llm(t).status = Some(Status {
+        code: 1,
+        message: String::new(),
+    });
+    b.llm(t).attributes.push(s("error.type", "none"));
+
+    // quick-followup (default within 10 s): sessions on the LLM span, not the root.
+    let session =
+        |b: &mut Builder, t: usize, key: &str, id: &str| b.llm(t).attributes.push(s(key, id));
+    let a = b.trace("qf first", 10_000.0, 2.0);
+    session(&mut b, a, "session.id", "s-1");
+    let f = b.trace("qf retry 3s later", 10_000.0 - 2.0 - 3.0, 2.0);
+    session(&mut b, f, "session.id", "s-1");
+    qf.insert(b.id(f));
+    qf_prev.extend([b.id(a), b.id(f)]);
+    // Same via gen_ai.conversation.id, 9.9 s gap.
+    let a = b.trace("conv first", 11_000.0, 2.0);
+    session(&mut b, a, "gen_ai.conversation.id", "c-7");
+    let f = b.trace("conv retry 9.9s later", 11_000.0 - 2.0 - 9.9, 2.0);
+    session(&mut b, f, "gen_ai.conversation.id", "c-7");
+    qf.insert(b.id(f));
+    qf_prev.extend([b.id(a), b.id(f)]);
+    // Near misses: 11 s later in the same session; 2 s later in another session.
+    let a = b.trace("late first", 12_000.0, 2.0);
+    session(&mut b, a, "session.id", "s-2");
+    let f = b.trace("late retry 11s later", 12_000.0 - 2.0 - 11.0, 2.0);
+    session(&mut b, f, "session.id", "s-2");
+    let a = b.trace("other session first", 13_000.0, 2.0);
+    session(&mut b, a, "session.id", "s-3");
+    let f = b.trace("other session 2s later", 13_000.0 - 2.0 - 2.0, 2.0);
+    session(&mut b, f, "session.id", "s-4");
+
+    // Not settled: slow and erroring, but ended 60 s before NOW (settle 5 min): left out.
+    let t = b.trace("unsettled slow", 70.0, 10.0);
+    b.llm(t).status = Some(Status {
+        code: 2,
+        message: "boom".into(),
+    });
+
+    let names = b
+        .traces
+        .iter()
+        .map(|t| (hex::encode(t.trace_id), t.name.clone()))
+        .collect();
+    let spans: Vec<Span> = b.traces.into_iter().flat_map(|t| t.spans).collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![s("service.name", "chat-api")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    Planted {
+        request,
+        slow,
+        costly,
+        errors,
+        quick_followup: qf,
+        quick_followup_previous: qf_prev,
+        names,
+    }
+}
