@@ -47,6 +47,9 @@ pub struct Planted {
     pub errors: BTreeSet<String>,
     pub quick_followup: BTreeSet<String>,
     pub quick_followup_previous: BTreeSet<String>,
+    pub negative_feedback: BTreeSet<String>,
+    /// Traces scored below 0.5 on `faithfulness` by planted eval spans.
+    pub low_faithfulness: BTreeSet<String>,
     /// Names by trace id, for messages.
     pub names: Vec<(String, String)>,
 }
@@ -220,6 +223,62 @@ pub fn planted() -> Planted {
     let f = b.trace("other session 2s later", 13_000.0 - 2.0 - 2.0, 2.0);
     session(&mut b, f, "session.id", "s-4");
 
+    // negative-feedback: a score below 0 or a thumbs-down, on any span; near misses 0 and
+    // a positive sentiment.
+    let mut negative = BTreeSet::new();
+    let t = b.trace("feedback -1", 14_000.0, 1.0);
+    b.traces[t].spans[0].attributes.push(i("feedback.score", -1));
+    negative.insert(b.id(t));
+    let t = b.trace("thumbs down", 14_100.0, 1.0);
+    b.llm(t).attributes.push(s("feedback.sentiment", "thumbs_down"));
+    negative.insert(b.id(t));
+    let t = b.trace("feedback 0", 14_200.0, 1.0);
+    b.traces[t].spans[0].attributes.push(i("feedback.score", 0));
+    let t = b.trace("feedback positive", 14_300.0, 1.0);
+    b.llm(t).attributes.push(s("feedback.sentiment", "positive"));
+
+    // low-score: eval score spans linking to judged traces (as eval-runner writes them).
+    let mut low = BTreeSet::new();
+    let mut evals = Vec::new();
+    for (k, (metric, score)) in [
+        ("faithfulness", 0.2),
+        ("faithfulness", 0.49),
+        ("faithfulness", 0.5),
+        ("faithfulness", 0.9),
+        ("helpfulness", 0.1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = b.trace(&format!("judged {metric} {score}"), 15_000.0 + 100.0 * k as f64, 1.0);
+        if metric == "faithfulness" && score < 0.5 {
+            low.insert(b.id(t));
+        }
+        let judged = &b.traces[t];
+        let mut eval_trace = [0u8; 16];
+        eval_trace[0] = 0xE0;
+        eval_trace[15] = k as u8 + 1;
+        evals.push(Span {
+            trace_id: eval_trace.to_vec(),
+            span_id: vec![0xE0, k as u8 + 1, 0, 0, 0, 0, 0, 1],
+            name: format!("gen_ai.evaluation {metric}"),
+            kind: 1,
+            start_time_unix_nano: NOW_NS - 1_000 * SEC,
+            end_time_unix_nano: NOW_NS - 1_000 * SEC + SEC / 10,
+            attributes: vec![
+                s("gen_ai.evaluation.name", metric),
+                kv("gen_ai.evaluation.score.value", Value::DoubleValue(score)),
+                s("gen_ai.request.model", "judge-model"),
+            ],
+            links: vec![opentelemetry_proto::tonic::trace::v1::span::Link {
+                trace_id: judged.trace_id.to_vec(),
+                span_id: judged.spans[1].span_id.clone(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+
     // Not settled: slow and erroring, but ended 60 s before NOW (settle 5 min): left out.
     let t = b.trace("unsettled slow", 70.0, 10.0);
     b.llm(t).status = Some(Status {
@@ -232,7 +291,8 @@ pub fn planted() -> Planted {
         .iter()
         .map(|t| (hex::encode(t.trace_id), t.name.clone()))
         .collect();
-    let spans: Vec<Span> = b.traces.into_iter().flat_map(|t| t.spans).collect();
+    let mut spans: Vec<Span> = b.traces.into_iter().flat_map(|t| t.spans).collect();
+    spans.extend(evals);
     let request = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -253,6 +313,8 @@ pub fn planted() -> Planted {
         errors,
         quick_followup: qf,
         quick_followup_previous: qf_prev,
+        negative_feedback: negative,
+        low_faithfulness: low,
         names,
     }
 }

@@ -6,6 +6,7 @@
 //!   (`extract`) and whether its token usage counts toward the trace (`usage_counted`).
 //! - `traces`: one row per trace: root span, times, errors, counts, models, tokens and cost
 //!   counted once per call, session and user from whichever span carries them.
+//! - `evals`: one row per evaluation score span, with the judged trace and span.
 //!
 //! Token usage is counted on the innermost span that carries it: a span with token counts is
 //! skipped when one of its children also has token counts, because nested instrumentations
@@ -187,6 +188,34 @@ SELECT a.trace_id, a.tenant, r.root_span_id, r.root_name, r.root_service,
   coalesce(t.cost_usd, 0.0) AS cost_usd, a.session_id, a.user_id
 FROM agg a LEFT JOIN roots r ON a.trace_id = r.trace_id LEFT JOIN totals t ON a.trace_id = t.trace_id";
 
+/// SQL of the `evals` view: one row per score span (eval-runner's `gen_ai.evaluation` spans),
+/// with the judged trace and span from its first link. Score spans are written after the
+/// traces they judge, so only the start of the window bounds them.
+fn evals_view(opts: &CatalogOptions) -> String {
+    let since = opts
+        .window
+        .since
+        .map_or("TRUE".to_string(), |t| format!("start_time >= {}", crate::window::sql_time(t)));
+    let tenant = opts
+        .tenant
+        .as_ref()
+        .map_or(String::new(), |t| format!(" AND tenant = {}", quote(t)));
+    format!(
+        "CREATE VIEW evals AS
+SELECT trace_id AS eval_trace_id, span_id AS eval_span_id,
+  links[1]['trace_id'] AS judged_trace_id, links[1]['span_id'] AS judged_span_id,
+  attributes['gen_ai.evaluation.name'] AS metric,
+  try_cast(attributes['gen_ai.evaluation.score.value'] AS DOUBLE) AS score,
+  attributes['gen_ai.evaluation.score.label'] AS label,
+  attributes['gen_ai.evaluation.explanation'] AS explanation,
+  coalesce(gen_ai_response_model, gen_ai_request_model) AS judge_model,
+  attributes['trace2eval.eval.run_id'] AS run_id,
+  start_time AS judged_at, tenant
+FROM {SPAN_STORE}
+WHERE attributes['gen_ai.evaluation.name'] IS NOT NULL AND {since}{tenant}"
+    )
+}
+
 fn llm_io_fields() -> Fields {
     Fields::from(vec![
         Field::new("system", DataType::Utf8, true),
@@ -296,6 +325,7 @@ impl Catalog {
             spans_view(&opts),
             LLM_CALLS_VIEW.replace("{IS_LLM_CALL}", IS_LLM_CALL),
             TRACES_VIEW.to_string(),
+            evals_view(&opts),
         ] {
             ctx.sql(&sql).await?;
         }

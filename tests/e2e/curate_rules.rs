@@ -81,6 +81,11 @@ async fn every_builtin_rule_selects_exactly_the_planted_traces() -> TestResult {
         &["--rule", "quick-followup", "--include-previous"],
         &p.quick_followup_previous,
     )?;
+    check(&["--rule", "negative-feedback"], &p.negative_feedback)?;
+    check(
+        &["--rule", "low-score", "--set", "low-score.metric=faithfulness", "--set", "low-score.below=0.5"],
+        &p.low_faithfulness,
+    )?;
     let any: BTreeSet<String> = p.slow.union(&p.errors).cloned().collect();
     check(&["--rule", "slow", "--rule", "errors"], &any)?;
     check(
@@ -193,5 +198,98 @@ async fn sql_prints_tables_and_bad_arguments_exit_2() -> TestResult {
         stdout.contains("slow.min_duration") && stdout.contains("default 5s"),
         "{stdout}"
     );
+    Ok(())
+}
+
+/// File names (ULID.parquet) a query plan will read.
+fn planned_files(dir: &Path, window: &[&str]) -> TestResult<BTreeSet<String>> {
+    let mut args = vec!["--sql", "EXPLAIN SELECT count(*) FROM spans WHERE name LIKE '%chat%'", "--json"];
+    args.extend_from_slice(window);
+    let (code, stdout, stderr) = curate(dir, &args)?;
+    assert_eq!(code, 0, "{stderr}");
+    let mut files = BTreeSet::new();
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let plan = v["plan"].as_str().unwrap_or_default();
+        for (at, _) in plan.match_indices(".parquet") {
+            if at >= 26 {
+                files.insert(plan[at - 26..at + 8].to_string());
+            }
+        }
+    }
+    Ok(files)
+}
+
+fn files_under(dir: &Path) -> TestResult<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
+                out.insert(name.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn time_window_prunes_hour_partitions_before_any_file_is_read() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    planted_store(dir.path()).await?;
+    let spans = dir.path().join("store/spans/tenant=default/date=2026-03-10");
+    let all_files = files_under(&spans)?;
+    assert!(all_files.len() >= 4, "planted spans cover several hours: {all_files:?}");
+    assert_eq!(planned_files(dir.path(), &["--all"])?, all_files);
+    let last_hour = files_under(&spans.join("hour=11"))?;
+    assert_eq!(planned_files(dir.path(), &["--since", "2026-03-10T11:00:00Z"])?, last_hour);
+    let two = files_under(&spans.join("hour=08"))?
+        .union(&files_under(&spans.join("hour=09"))?)
+        .cloned()
+        .collect::<BTreeSet<_>>();
+    let window = ["--since", "2026-03-10T08:30:00Z", "--until", "2026-03-10T09:59:00Z"];
+    assert_eq!(planned_files(dir.path(), &window)?, two);
+    let other_tenant = planned_files(dir.path(), &["--all", "--tenant", "nobody"])?;
+    assert!(other_tenant.is_empty(), "{other_tenant:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_select_the_same_traces_on_s3_as_on_a_local_store() -> TestResult {
+    let s3 = trace2eval_tests::harness::S3Server::start()?;
+    let dir = tempfile::tempdir()?;
+    let p = planted();
+    let prefix = format!("curate/{}", rand::random::<u32>());
+    let store = format!("s3://{}/{prefix}", s3.bucket);
+    let mut opts = IngestOpts::local(dir.path());
+    opts.store = store.clone();
+    opts.env = s3.env.clone();
+    let mut ingest = Ingest::start(&opts)?;
+    Grpc::connect(ingest.grpc_url()).await?.export(p.request.clone()).await?;
+    assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
+
+    let cases: [(&[&str], &BTreeSet<String>); 5] = [
+        (&["--rule", "slow"], &p.slow),
+        (&["--rule", "costly"], &p.costly),
+        (&["--rule", "errors"], &p.errors),
+        (&["--rule", "quick-followup"], &p.quick_followup),
+        (&["--rule", "negative-feedback"], &p.negative_feedback),
+    ];
+    for (rule, expected) in cases {
+        let out = dir.path().join("s3.jsonl");
+        let out_s = out.display().to_string();
+        let mut args = vec!["--store", &store, "--now", NOW, "--per", "trace", "--out", &out_s];
+        args.extend_from_slice(rule);
+        let result = Command::new(bin_path("curate")?).args(&args).envs(s3.env.iter().cloned()).output()?;
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        let got: BTreeSet<String> = std::fs::read_to_string(&out)?
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).map(|v| v["trace_id"].as_str().unwrap_or_default().to_string()))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(named(&p, &got), named(&p, expected), "rule {rule:?} on S3");
+    }
     Ok(())
 }
