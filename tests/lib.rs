@@ -6,3 +6,4 @@ pub mod client;
 pub mod corpus;
 pub mod harness;
 pub mod planted;
+pub mod samples;

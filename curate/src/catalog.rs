@@ -8,10 +8,14 @@
 //!   counted once per call, session and user from whichever span carries them.
 //! - `evals`: one row per evaluation score span, with the judged trace and span.
 //!
-//! Token usage is counted on the innermost span that carries it: a span with token counts is
-//! skipped when one of its children also has token counts, because nested instrumentations
-//! (an app's own span, OpenLLMetry's, the provider SDK's, OpenInference's) repeat the same
-//! usage on every level of one call.
+//! Token usage is counted once per call. Nested instrumentations (an app's own span,
+//! OpenLLMetry's, the provider SDK's native span, OpenInference's) repeat one call's usage on
+//! several spans, as parent and child or as siblings. The rule: a span with token counts is
+//! skipped when one of its children has token counts too (it wraps the call or sums several),
+//! and of the remaining spans of a trace, those with the same input and output counts are one
+//! call, counted once. Two distinct calls of one trace with exactly equal input and output
+//! counts are therefore counted once; a span summing usage over grandchildren (through a span
+//! without usage) is counted as well.
 
 use std::sync::Arc;
 
@@ -138,24 +142,33 @@ const LLM_CALLS_VIEW: &str = "CREATE VIEW llm_calls AS
 WITH calls AS (
   SELECT *, llm_io(attributes, events) AS io FROM spans WHERE {IS_LLM_CALL}
 ),
+usage AS (
+  SELECT trace_id, span_id, parent_span_id,
+    coalesce(gen_ai_input_tokens, 0) AS input_tokens, coalesce(gen_ai_output_tokens, 0) AS output_tokens
+  FROM spans WHERE gen_ai_input_tokens IS NOT NULL OR gen_ai_output_tokens IS NOT NULL
+),
 usage_parents AS (
-  SELECT DISTINCT trace_id, parent_span_id AS span_id FROM spans
-  WHERE (gen_ai_input_tokens IS NOT NULL OR gen_ai_output_tokens IS NOT NULL) AND parent_span_id IS NOT NULL
+  SELECT DISTINCT trace_id, parent_span_id AS span_id FROM usage WHERE parent_span_id IS NOT NULL
+),
+counted AS (
+  SELECT u.trace_id, min(u.span_id) AS span_id FROM usage u
+  LEFT JOIN usage_parents p ON p.trace_id = u.trace_id AND p.span_id = u.span_id
+  WHERE p.span_id IS NULL
+  GROUP BY u.trace_id, u.input_tokens, u.output_tokens
 )
 SELECT c.trace_id, c.span_id, c.parent_span_id, c.name, c.service_name, c.start_time, c.end_time,
   c.duration_ns, c.status_code, c.status_message,
   c.gen_ai_operation_name AS operation, c.gen_ai_provider_name AS provider,
   coalesce(c.gen_ai_response_model, c.gen_ai_request_model) AS model,
   c.gen_ai_input_tokens AS input_tokens, c.gen_ai_output_tokens AS output_tokens,
-  (c.gen_ai_input_tokens IS NOT NULL OR c.gen_ai_output_tokens IS NOT NULL) AND up.span_id IS NULL
-    AS usage_counted,
+  k.span_id IS NOT NULL AS usage_counted,
   CASE WHEN c.gen_ai_input_tokens IS NOT NULL OR c.gen_ai_output_tokens IS NOT NULL
     THEN cost_usd(coalesce(c.gen_ai_response_model, c.gen_ai_request_model),
                   coalesce(c.gen_ai_input_tokens, 0), coalesce(c.gen_ai_output_tokens, 0)) END AS cost_usd,
   c.io['system'] AS system_prompt, c.io['input'] AS input_messages,
   c.io['output'] AS output_messages, c.io['context'] AS context,
   c.session_id, c.user_id, c.tenant, c.date, c.hour
-FROM calls c LEFT JOIN usage_parents up ON up.trace_id = c.trace_id AND up.span_id = c.span_id";
+FROM calls c LEFT JOIN counted k ON k.trace_id = c.trace_id AND k.span_id = c.span_id";
 
 const TRACES_VIEW: &str = "CREATE VIEW traces AS
 WITH roots AS (
@@ -192,10 +205,9 @@ FROM agg a LEFT JOIN roots r ON a.trace_id = r.trace_id LEFT JOIN totals t ON a.
 /// with the judged trace and span from its first link. Score spans are written after the
 /// traces they judge, so only the start of the window bounds them.
 fn evals_view(opts: &CatalogOptions) -> String {
-    let since = opts
-        .window
-        .since
-        .map_or("TRUE".to_string(), |t| format!("start_time >= {}", crate::window::sql_time(t)));
+    let since = opts.window.since.map_or("TRUE".to_string(), |t| {
+        format!("start_time >= {}", crate::window::sql_time(t))
+    });
     let tenant = opts
         .tenant
         .as_ref()

@@ -1,11 +1,11 @@
 //! Export: the selected traces become dataset lines (one per LLM call or per trace) in one of
 //! the formats, plus a manifest that says how the dataset was made.
 //!
-//! Nested instrumentations often record one LLM call as a chain of spans (an app span, an
-//! OpenLLMetry span, the provider SDK's span). A call is such a chain: an LLM span whose parent
-//! is an LLM span with no other LLM child joins its parent's call, and the call's line comes
-//! from the span of the chain with the most content (input and output), the innermost on a
-//! tie. Calls with no input and no output are left out of `--per call` datasets (there is
+//! Nested instrumentations often record one LLM call on several spans (an app span, an
+//! OpenLLMetry span, the provider SDK's span), as parent and child or as siblings. Spans are one
+//! call when an LLM span is the only LLM child of its LLM parent, or when they carry the same
+//! token counts in one trace (the rule `traces` counts usage by); the call's line comes from
+//! its span with the most content (input and output), the innermost on a tie. Calls with no input and no output are left out of `--per call` datasets (there is
 //! nothing to judge); `--json` counts them.
 
 use std::collections::{BTreeMap, HashMap};
@@ -258,42 +258,68 @@ async fn retrieved_context(catalog: &Catalog) -> Result<HashMap<String, Vec<Stri
     Ok(out)
 }
 
-/// Groups nested spans of one call (see the module docs) and keeps the best span of each.
+/// Groups the spans of one call (see the module docs) and keeps the best span of each.
 fn calls(rows: Vec<CallRow>) -> Vec<CallRow> {
     let key = |t: &str, s: &str| format!("{t}/{s}");
-    let mut llm_children: HashMap<String, usize> = HashMap::new();
     let by_id: HashMap<String, usize> = rows
         .iter()
         .enumerate()
         .map(|(i, r)| (key(&r.trace_id, &r.span_id), i))
         .collect();
-    for r in &rows {
-        if let Some(p) = &r.parent_span_id
-            && by_id.contains_key(&key(&r.trace_id, p))
-        {
-            *llm_children.entry(key(&r.trace_id, p)).or_default() += 1;
-        }
-    }
-    // The call a span belongs to: climb while the parent is an LLM span with one LLM child.
-    let head = |mut i: usize| {
-        let mut depth = 0;
-        while let Some(p) = rows[i]
+    let parent = |i: usize| {
+        rows[i]
             .parent_span_id
             .as_ref()
-            .map(|p| key(&rows[i].trace_id, p))
-            && llm_children.get(&p) == Some(&1)
-            && let Some(&pi) = by_id.get(&p)
-        {
-            i = pi;
-            depth += 1;
-        }
-        (i, depth)
+            .and_then(|p| by_id.get(&key(&rows[i].trace_id, p)).copied())
     };
-    let mut best: BTreeMap<usize, (usize, usize, usize)> = BTreeMap::new(); // head -> (content, depth, row)
+    let mut llm_children = vec![0usize; rows.len()];
+    for i in 0..rows.len() {
+        if let Some(p) = parent(i) {
+            llm_children[p] += 1;
+        }
+    }
+    // Union-find over spans: a span joins its LLM parent when it is that parent's only LLM
+    // child, and spans of one trace with the same token counts are one call.
+    let mut group: Vec<usize> = (0..rows.len()).collect();
+    fn find(g: &mut [usize], mut i: usize) -> usize {
+        while g[i] != i {
+            g[i] = g[g[i]];
+            i = g[i];
+        }
+        i
+    }
+    let mut by_usage: HashMap<(String, i64, i64), usize> = HashMap::new();
+    for i in 0..rows.len() {
+        if let Some(p) = parent(i).filter(|p| llm_children[*p] == 1) {
+            let (a, b) = (find(&mut group, i), find(&mut group, p));
+            group[a] = b;
+        }
+        let r = &rows[i];
+        if r.input_tokens.is_some() || r.output_tokens.is_some() {
+            let k = (
+                r.trace_id.clone(),
+                r.input_tokens.unwrap_or(0),
+                r.output_tokens.unwrap_or(0),
+            );
+            let first = *by_usage.entry(k).or_insert(i);
+            let (a, b) = (find(&mut group, i), find(&mut group, first));
+            group[a] = b;
+        }
+    }
+    let depth = |mut i: usize| {
+        let mut d = 0;
+        while let Some(p) = parent(i) {
+            i = p;
+            d += 1;
+        }
+        d
+    };
+    // Per group: the span with the most content, the innermost on a tie.
+    let mut best: BTreeMap<usize, (usize, usize, usize)> = BTreeMap::new();
     for (i, row) in rows.iter().enumerate() {
-        let (h, depth) = head(i);
-        let cand = (row.content(), depth, i);
-        let entry = best.entry(h).or_insert(cand);
+        let g = find(&mut group, i);
+        let cand = (row.content(), depth(i), i);
+        let entry = best.entry(g).or_insert(cand);
         if (cand.0, cand.1) > (entry.0, entry.1) {
             *entry = cand;
         }

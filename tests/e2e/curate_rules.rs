@@ -24,10 +24,14 @@ async fn planted_store(dir: &Path) -> TestResult<Planted> {
 
 /// Runs curate with `args` on `dir/store` at the planted NOW; returns (exit code, stdout, stderr).
 fn curate(dir: &Path, args: &[&str]) -> TestResult<(i32, String, String)> {
+    curate_at(dir, NOW, args)
+}
+
+fn curate_at(dir: &Path, now: &str, args: &[&str]) -> TestResult<(i32, String, String)> {
     let out = Command::new(bin_path("curate")?)
         .arg("--store")
         .arg(dir.join("store"))
-        .args(["--now", NOW])
+        .args(["--now", now])
         .args(args)
         .output()?;
     Ok((
@@ -83,7 +87,14 @@ async fn every_builtin_rule_selects_exactly_the_planted_traces() -> TestResult {
     )?;
     check(&["--rule", "negative-feedback"], &p.negative_feedback)?;
     check(
-        &["--rule", "low-score", "--set", "low-score.metric=faithfulness", "--set", "low-score.below=0.5"],
+        &[
+            "--rule",
+            "low-score",
+            "--set",
+            "low-score.metric=faithfulness",
+            "--set",
+            "low-score.below=0.5",
+        ],
         &p.low_faithfulness,
     )?;
     let any: BTreeSet<String> = p.slow.union(&p.errors).cloned().collect();
@@ -203,7 +214,11 @@ async fn sql_prints_tables_and_bad_arguments_exit_2() -> TestResult {
 
 /// File names (ULID.parquet) a query plan will read.
 fn planned_files(dir: &Path, window: &[&str]) -> TestResult<BTreeSet<String>> {
-    let mut args = vec!["--sql", "EXPLAIN SELECT count(*) FROM spans WHERE name LIKE '%chat%'", "--json"];
+    let mut args = vec![
+        "--sql",
+        "EXPLAIN SELECT count(*) FROM spans WHERE name LIKE '%chat%'",
+        "--json",
+    ];
     args.extend_from_slice(window);
     let (code, stdout, stderr) = curate(dir, &args)?;
     assert_eq!(code, 0, "{stderr}");
@@ -240,17 +255,30 @@ fn files_under(dir: &Path) -> TestResult<BTreeSet<String>> {
 async fn time_window_prunes_hour_partitions_before_any_file_is_read() -> TestResult {
     let dir = tempfile::tempdir()?;
     planted_store(dir.path()).await?;
-    let spans = dir.path().join("store/spans/tenant=default/date=2026-03-10");
+    let spans = dir
+        .path()
+        .join("store/spans/tenant=default/date=2026-03-10");
     let all_files = files_under(&spans)?;
-    assert!(all_files.len() >= 4, "planted spans cover several hours: {all_files:?}");
+    assert!(
+        all_files.len() >= 4,
+        "planted spans cover several hours: {all_files:?}"
+    );
     assert_eq!(planned_files(dir.path(), &["--all"])?, all_files);
     let last_hour = files_under(&spans.join("hour=11"))?;
-    assert_eq!(planned_files(dir.path(), &["--since", "2026-03-10T11:00:00Z"])?, last_hour);
+    assert_eq!(
+        planned_files(dir.path(), &["--since", "2026-03-10T11:00:00Z"])?,
+        last_hour
+    );
     let two = files_under(&spans.join("hour=08"))?
         .union(&files_under(&spans.join("hour=09"))?)
         .cloned()
         .collect::<BTreeSet<_>>();
-    let window = ["--since", "2026-03-10T08:30:00Z", "--until", "2026-03-10T09:59:00Z"];
+    let window = [
+        "--since",
+        "2026-03-10T08:30:00Z",
+        "--until",
+        "2026-03-10T09:59:00Z",
+    ];
     assert_eq!(planned_files(dir.path(), &window)?, two);
     let other_tenant = planned_files(dir.path(), &["--all", "--tenant", "nobody"])?;
     assert!(other_tenant.is_empty(), "{other_tenant:?}");
@@ -268,7 +296,10 @@ async fn rules_select_the_same_traces_on_s3_as_on_a_local_store() -> TestResult 
     opts.store = store.clone();
     opts.env = s3.env.clone();
     let mut ingest = Ingest::start(&opts)?;
-    Grpc::connect(ingest.grpc_url()).await?.export(p.request.clone()).await?;
+    Grpc::connect(ingest.grpc_url())
+        .await?
+        .export(p.request.clone())
+        .await?;
     assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
 
     let cases: [(&[&str], &BTreeSet<String>); 5] = [
@@ -281,15 +312,109 @@ async fn rules_select_the_same_traces_on_s3_as_on_a_local_store() -> TestResult 
     for (rule, expected) in cases {
         let out = dir.path().join("s3.jsonl");
         let out_s = out.display().to_string();
-        let mut args = vec!["--store", &store, "--now", NOW, "--per", "trace", "--out", &out_s];
+        let mut args = vec![
+            "--store", &store, "--now", NOW, "--per", "trace", "--out", &out_s,
+        ];
         args.extend_from_slice(rule);
-        let result = Command::new(bin_path("curate")?).args(&args).envs(s3.env.iter().cloned()).output()?;
-        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        let result = Command::new(bin_path("curate")?)
+            .args(&args)
+            .envs(s3.env.iter().cloned())
+            .output()?;
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
         let got: BTreeSet<String> = std::fs::read_to_string(&out)?
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).map(|v| v["trace_id"].as_str().unwrap_or_default().to_string()))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .map(|v| v["trace_id"].as_str().unwrap_or_default().to_string())
+            })
             .collect::<Result<_, _>>()?;
         assert_eq!(named(&p, &got), named(&p, expected), "rule {rule:?} on S3");
+    }
+    Ok(())
+}
+
+/// Real traces with several instrumentations on at once: usage repeated on nested and sibling
+/// spans is counted once per call, session and user come from non-root spans, and one call's
+/// spans give one dataset line.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_multi_instrumentation_traces_count_each_call_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut ingest = Ingest::start(&IngestOpts::local(dir.path()))?;
+    let mut client = Grpc::connect(ingest.grpc_url()).await?;
+    let mut truths = Vec::new();
+    for name in [
+        "trace_direct_openai_followup.json",
+        "trace_fastapi_anthropic_followup.json",
+    ] {
+        let text = std::fs::read_to_string(
+            trace2eval_tests::harness::repo_root()
+                .join("tests/fixtures/genai")
+                .join(name),
+        )?;
+        let (req, truth) = trace2eval_tests::samples::trace_fixture(&text)?;
+        client.export(req).await?;
+        truths.push(truth);
+    }
+    assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
+    let sql = "SELECT trace_id, input_tokens + output_tokens AS tokens, llm_calls, session_id, user_id FROM traces ORDER BY trace_id";
+    let (code, stdout, stderr) = curate(dir.path(), &["--all", "--sql", sql, "--json"])?;
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(rows.len(), 2);
+    for truth in &truths {
+        let row = rows
+            .iter()
+            .find(|r| r["trace_id"] == truth["trace_id"])
+            .ok_or("trace missing")?;
+        assert_eq!(row["tokens"], truth["total_tokens"], "{row}");
+        assert_eq!(
+            row["llm_calls"].as_u64(),
+            truth["llm_calls"].as_array().map(|c| c.len() as u64),
+            "{row}"
+        );
+        assert_eq!(row["session_id"], truth["session_id"]);
+        assert_eq!(row["user_id"], truth["user_id"]);
+    }
+    // One dataset line per call, each with the call's messages.
+    let out = dir.path().join("calls.jsonl");
+    let out_s = out.display().to_string();
+    // The captures are from 2026-11-25; "now" a few days later, so they have settled.
+    let (code, _, stderr) = curate_at(
+        dir.path(),
+        "2026-12-01T00:00:00Z",
+        &["--all", "--where", "TRUE", "--out", &out_s],
+    )?;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 4, "two calls per trace");
+    for truth in &truths {
+        let question = truth["question"].as_str().unwrap_or_default();
+        let generate = lines
+            .iter()
+            .filter(|l| l["trace_id"] == truth["trace_id"])
+            .any(|l| {
+                l["input"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["content"].as_str().unwrap_or_default().contains(question))
+                    && !l["output"].as_str().unwrap_or_default().is_empty()
+            });
+        assert!(
+            generate,
+            "no line of {} holds the question {question:?} and an answer",
+            truth["trace_id"]
+        );
     }
     Ok(())
 }
