@@ -227,15 +227,21 @@ pub fn planted() -> Planted {
     // a positive sentiment.
     let mut negative = BTreeSet::new();
     let t = b.trace("feedback -1", 14_000.0, 1.0);
-    b.traces[t].spans[0].attributes.push(i("feedback.score", -1));
+    b.traces[t].spans[0]
+        .attributes
+        .push(i("feedback.score", -1));
     negative.insert(b.id(t));
     let t = b.trace("thumbs down", 14_100.0, 1.0);
-    b.llm(t).attributes.push(s("feedback.sentiment", "thumbs_down"));
+    b.llm(t)
+        .attributes
+        .push(s("feedback.sentiment", "thumbs_down"));
     negative.insert(b.id(t));
     let t = b.trace("feedback 0", 14_200.0, 1.0);
     b.traces[t].spans[0].attributes.push(i("feedback.score", 0));
     let t = b.trace("feedback positive", 14_300.0, 1.0);
-    b.llm(t).attributes.push(s("feedback.sentiment", "positive"));
+    b.llm(t)
+        .attributes
+        .push(s("feedback.sentiment", "positive"));
 
     // low-score: eval score spans linking to judged traces (as eval-runner writes them).
     let mut low = BTreeSet::new();
@@ -250,7 +256,11 @@ pub fn planted() -> Planted {
     .into_iter()
     .enumerate()
     {
-        let t = b.trace(&format!("judged {metric} {score}"), 15_000.0 + 100.0 * k as f64, 1.0);
+        let t = b.trace(
+            &format!("judged {metric} {score}"),
+            15_000.0 + 100.0 * k as f64,
+            1.0,
+        );
         if metric == "faithfulness" && score < 0.5 {
             low.insert(b.id(t));
         }
