@@ -289,12 +289,11 @@ fn calls(rows: Vec<CallRow>) -> Vec<CallRow> {
         i
     }
     let mut by_usage: HashMap<(String, i64, i64), usize> = HashMap::new();
-    for i in 0..rows.len() {
+    for (i, r) in rows.iter().enumerate() {
         if let Some(p) = parent(i).filter(|p| llm_children[*p] == 1) {
             let (a, b) = (find(&mut group, i), find(&mut group, p));
             group[a] = b;
         }
-        let r = &rows[i];
         if r.input_tokens.is_some() || r.output_tokens.is_some() {
             let k = (
                 r.trace_id.clone(),

@@ -189,6 +189,11 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
         return Err(CurateError::BadArgs("--sample must be at least 1".into()));
     }
     let queries = rule_queries(&args)?;
+    // A spinner on stderr while the queries run; indicatif draws nothing when stderr is not a
+    // terminal (cron, CI, pipes).
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.enable_steady_tick(std::time::Duration::from_millis(120));
+    progress.set_message(format!("opening {}", args.store));
     let catalog = Catalog::open(
         &args.store,
         CatalogOptions {
@@ -198,6 +203,7 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
         },
     )
     .await?;
+    progress.set_message(format!("running {} rule(s)", queries.len()));
     let per_rule = select::run_rules(&catalog, &queries).await?;
     let combined = select::combine(&per_rule, args.match_);
     select::register_selected(&catalog, &combined)?;
@@ -209,7 +215,9 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
         .map(|t| (t.trace_id.clone(), t.rules.clone()))
         .collect();
     select::register_selected(&catalog, &kept)?;
+    progress.set_message(format!("exporting {} traces", traces.len()));
     let exported = export::export(&catalog, &traces, args.format, args.per).await?;
+    progress.finish_and_clear();
     let written = manifest::write(&out, &exported.lines)?;
     let scanned = scanned_traces(&catalog).await?;
     let summary = Summary {

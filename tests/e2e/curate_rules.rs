@@ -418,3 +418,90 @@ async fn real_multi_instrumentation_traces_count_each_call_once() -> TestResult 
     }
     Ok(())
 }
+
+/// Every export format, per call and per trace, read by its real consumer's types
+/// (tests/python/check_formats.py: the openai and langfuse packages; a schema for phoenix).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_format_is_accepted_by_its_consumer() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    planted_store(dir.path()).await?;
+    for format in ["items", "openai-chat", "langfuse", "phoenix"] {
+        for per in ["call", "trace"] {
+            let out = dir.path().join(format!("{format}-{per}.jsonl"));
+            let out_s = out.display().to_string();
+            let (code, _, stderr) = curate(
+                dir.path(),
+                &[
+                    "--rule", "slow", "--rule", "errors", "--format", format, "--per", per,
+                    "--out", &out_s,
+                ],
+            )?;
+            assert_eq!(code, 0, "{stderr}");
+            let text = std::fs::read_to_string(&out)?;
+            assert_eq!(text.lines().count(), 3, "{format} {per}: {text}");
+            let report =
+                trace2eval_tests::harness::run_python("check_formats.py", &[format, &out_s])?;
+            let v: serde_json::Value = serde_json::from_str(&report)?;
+            assert_eq!(v["ok"], 3, "{format} {per}: {report}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_file_sample_and_limit_shape_the_selection() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = planted_store(dir.path()).await?;
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[rules.mini]\ndescription = \"plain traffic\"\nwhere = \"root_name = 'POST /chat' AND llm_calls = 1 AND NOT has_error\"\n\
+         [rules.by_sql]\nsql = \"SELECT trace_id FROM llm_calls WHERE model = 'gpt-4o'\"\n",
+    )?;
+    let rules_s = rules.display().to_string();
+    let all_mini = select(dir.path(), &["--rules", &rules_s, "--rule", "mini"])?;
+    assert!(all_mini.len() > 20, "{}", all_mini.len());
+    let sampled = select(
+        dir.path(),
+        &[
+            "--rules", &rules_s, "--rule", "mini", "--sample", "5", "--seed", "9",
+        ],
+    )?;
+    assert_eq!(sampled.len(), 5);
+    assert!(sampled.is_subset(&all_mini));
+    assert_eq!(
+        sampled,
+        select(
+            dir.path(),
+            &[
+                "--rules", &rules_s, "--rule", "mini", "--sample", "5", "--seed", "9"
+            ]
+        )?,
+        "a seed gives the same sample"
+    );
+    assert_eq!(
+        select(
+            dir.path(),
+            &["--rules", &rules_s, "--rule", "mini", "--limit", "3"]
+        )?
+        .len(),
+        3
+    );
+    let gpt4o = select(dir.path(), &["--rules", &rules_s, "--rule", "by_sql"])?;
+    let names: BTreeSet<String> = named(&p, &gpt4o).into_iter().collect();
+    assert_eq!(
+        names,
+        ["costly 0.12", "nested usage 0.05"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        "exactly 0.10 uses gpt-4o-2024-08-06"
+    );
+    let (code, stdout, _) = curate(dir.path(), &["rules", "--rules", &rules_s])?;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("mini") && stdout.contains("plain traffic"),
+        "{stdout}"
+    );
+    Ok(())
+}
