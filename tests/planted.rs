@@ -159,6 +159,25 @@ pub fn planted() -> Planted {
     slow.insert(b.id(t));
     let t = b.trace("slow 30s", 7100.0, 30.0);
     slow.insert(b.id(t));
+    // Its LLM call carries no context; a retrieval span of the trace has the documents.
+    let mut retrieve = b.traces[t].spans[1].clone();
+    retrieve.span_id[7] = 9;
+    retrieve.name = "retrieve".into();
+    retrieve.kind = 1;
+    retrieve.attributes = vec![
+        s("openinference.span.kind", "RETRIEVER"),
+        s("retrieval.documents.0.document.id", "kb-1"),
+        s(
+            "retrieval.documents.0.document.content",
+            "Snapshots are kept thirty days.",
+        ),
+        s("retrieval.documents.1.document.id", "kb-2"),
+        s(
+            "retrieval.documents.1.document.content",
+            "Egress is billed per GiB.",
+        ),
+    ];
+    b.traces[t].spans.push(retrieve);
     b.trace("exactly 5s", 7200.0, 5.0);
     b.trace("4.9s", 7300.0, 4.9);
 

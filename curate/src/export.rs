@@ -240,7 +240,7 @@ async fn retrieved_context(catalog: &Catalog) -> Result<HashMap<String, Vec<Stri
     let sql = "SELECT sp.trace_id, llm_io(sp.attributes, sp.events)['context'] AS context \
         FROM spans sp JOIN selected s ON sp.trace_id = s.trace_id \
         WHERE sp.attributes['retrieval.documents.0.document.content'] IS NOT NULL \
-        AND NOT {IS_LLM_CALL} ORDER BY sp.start_time"
+        AND NOT coalesce({IS_LLM_CALL}, false) ORDER BY sp.start_time"
         .replace("{IS_LLM_CALL}", crate::catalog::IS_LLM_CALL);
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for b in query(catalog, &sql).await? {

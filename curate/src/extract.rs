@@ -3,15 +3,24 @@
 //! instrumentation emits. Dialects, in the order they are tried:
 //!
 //! 1. OTel GenAI semconv (current): `gen_ai.system_instructions`, `gen_ai.input.messages`,
-//!    `gen_ai.output.messages`, JSON strings of `{role, parts: [{type, content}]}`.
+//!    `gen_ai.output.messages`, JSON strings of `{role, parts: [{type, content}]}`. Emitted by
+//!    OpenLLMetry 0.62 (openai puts the system prompt in the input messages, anthropic in
+//!    `gen_ai.system_instructions`) and by the Anthropic SDK's own spans in content mode.
 //! 2. OTel GenAI semconv (older event form): events `gen_ai.system.message`,
 //!    `gen_ai.user.message`, `gen_ai.assistant.message`, `gen_ai.tool.message` (attribute
 //!    `content`) and `gen_ai.choice` (attribute `message` or `content`).
-//! 3. OpenLLMetry indexed attributes: `gen_ai.prompt.N.role/content`,
+//! 3. OpenLLMetry indexed attributes (as 0.40 emits them): `gen_ai.prompt.N.role/content`,
 //!    `gen_ai.completion.N.role/content`.
 //! 4. OpenInference: `llm.input_messages.N.message.role/content`,
-//!    `llm.output_messages.N.message.role/content`, then `input.value` / `output.value`.
+//!    `llm.output_messages.N.message.role/content`, then `input.value` / `output.value`
+//!    (the OpenAI request and response bodies as JSON, or plain text).
 //! 5. Traceloop entities: `traceloop.entity.input` / `traceloop.entity.output`.
+//!
+//! Streamed calls carry the joined completion in the same attributes as non-streamed ones.
+//! OpenLLMetry's per-chunk events (`llm.content.completion.chunk` in 0.40,
+//! `gen_ai.content.completion.chunk` in 0.62) carry no text and are ignored. Some spans have
+//! no content to find: the Anthropic SDK's default (metadata only), its streamed calls in
+//! content mode (no `gen_ai.output.messages`), failed calls (no output).
 //!
 //! Retrieved context comes from `retrieval.documents.N.document.content` on the span itself;
 //! the catalog adds the documents of retrieval spans of the same trace when the call has none.
@@ -450,5 +459,352 @@ mod tests {
         let io = extract(&a, &[]);
         assert_eq!(io.input, vec![msg("user", "in")]);
         assert_eq!(io.output, vec![msg("assistant", "out")]);
+    }
+
+    /// Spans captured from the real instrumentation libraries (see
+    /// `tests/fixtures/genai/README.md`), run through `extract` as the catalog sees them.
+    mod captured {
+        use super::*;
+        use serde_json::Value;
+
+        const SYSTEM: &str = "Answer based only on the provided context.";
+
+        type Attrs = Vec<(String, Option<String>)>;
+
+        /// An attribute value as ingest stores it: strings as is, numbers and booleans in
+        /// their canonical text, arrays as compact JSON.
+        fn render(v: &Value) -> Option<String> {
+            match v {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            }
+        }
+
+        fn rendered(map: &Value) -> Attrs {
+            map.as_object()
+                .expect("attributes is a JSON object")
+                .iter()
+                .map(|(k, v)| (k.clone(), render(v)))
+                .collect()
+        }
+
+        /// One captured span: attributes and (name, attributes) events.
+        struct Span {
+            attrs: Attrs,
+            events: Vec<(String, Attrs)>,
+        }
+
+        impl Span {
+            fn from_example(example: &Value) -> Self {
+                let events = example["events"]
+                    .as_array()
+                    .expect("events is a list")
+                    .iter()
+                    .map(|e| {
+                        let name = e["name"].as_str().expect("event name").to_string();
+                        (name, rendered(&e["attributes"]))
+                    })
+                    .collect();
+                Self {
+                    attrs: rendered(&example["attributes"]),
+                    events,
+                }
+            }
+
+            fn extract(&self) -> LlmIo {
+                let events: Vec<EventRef<'_>> = self
+                    .events
+                    .iter()
+                    .map(|(name, attributes)| EventRef { name, attributes })
+                    .collect();
+                extract(&self.attrs, &events)
+            }
+
+            /// The raw fixture value of an attribute (`key`), or of a field inside a JSON
+            /// attribute (`key` + JSON pointer), read without going through `extract`.
+            fn raw(&self, at: &Raw) -> String {
+                let (key, pointer) = match at {
+                    Raw::Attr(key) => (*key, None),
+                    Raw::Json(key, pointer) => (*key, Some(*pointer)),
+                };
+                let value = self
+                    .attrs
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .and_then(|(_, v)| v.clone())
+                    .unwrap_or_else(|| panic!("fixture has no attribute {key}"));
+                match pointer {
+                    None => value,
+                    Some(p) => serde_json::from_str::<Value>(&value)
+                        .expect("attribute is JSON")
+                        .pointer(p)
+                        .and_then(Value::as_str)
+                        .unwrap_or_else(|| panic!("{key} has no string at {p}"))
+                        .to_string(),
+                }
+            }
+        }
+
+        /// Where the fixture holds a text.
+        enum Raw {
+            Attr(&'static str),
+            Json(&'static str, &'static str),
+        }
+
+        /// What a user checks on one captured span.
+        enum Expect {
+            /// The library exported no span for this case (nothing to extract).
+            NoSpan,
+            Call {
+                /// Holds the user prompt whose `Question:` line must be in the last input
+                /// message; `None`: the span carries no prompt content.
+                prompt: Option<Raw>,
+                /// Holds the completion text; `None`: the span carries none.
+                completion: Option<Raw>,
+                /// The span carries the system prompt.
+                system: bool,
+            },
+        }
+
+        /// The `Question: ...` line of a RAG prompt.
+        fn question_line(prompt: &str) -> &str {
+            let start = prompt
+                .rfind("Question: ")
+                .unwrap_or_else(|| panic!("no Question: line in {prompt:?}"));
+            let rest = &prompt[start..];
+            rest.split('\n').next().unwrap_or(rest)
+        }
+
+        fn examples(fixture: &str) -> serde_json::Map<String, Value> {
+            let v: Value = serde_json::from_str(fixture).expect("fixture is JSON");
+            v["examples"]
+                .as_object()
+                .expect("fixture has an examples map")
+                .clone()
+        }
+
+        /// Checks every example of a fixture against its expectation; an example without
+        /// one fails, so a case added to a fixture cannot go unchecked.
+        fn check_fixture(file: &str, fixture: &str, expect: &[(&str, Expect)]) {
+            let examples = examples(fixture);
+            let mut names: Vec<&str> = examples.keys().map(String::as_str).collect();
+            let mut expected: Vec<&str> = expect.iter().map(|(n, _)| *n).collect();
+            names.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(names, expected, "{file}: examples and expectations differ");
+            for (name, exp) in expect {
+                check_example(&format!("{file}#{name}"), &examples[*name], exp);
+            }
+        }
+
+        fn check_example(what: &str, example: &Value, expect: &Expect) {
+            let (prompt, completion, system) = match expect {
+                Expect::NoSpan => {
+                    assert_eq!(example["no_span"], Value::Bool(true), "{what}");
+                    return;
+                }
+                Expect::Call {
+                    prompt,
+                    completion,
+                    system,
+                } => (prompt, completion, *system),
+            };
+            let span = Span::from_example(example);
+            let io = span.extract();
+            match prompt {
+                Some(at) => {
+                    let raw = span.raw(at);
+                    let question = question_line(&raw);
+                    let last = io
+                        .input
+                        .last()
+                        .unwrap_or_else(|| panic!("{what}: input is empty"));
+                    assert_eq!(last.role, "user", "{what}: {:?}", io.input);
+                    assert_eq!(last.content, raw, "{what}: the user message as sent");
+                    assert!(
+                        last.content.contains(question),
+                        "{what}: last input message lacks {question:?}: {:?}",
+                        last.content
+                    );
+                    assert!(
+                        io.input.iter().all(|m| m.role != "system"),
+                        "{what}: system message left in input"
+                    );
+                }
+                None => assert!(io.input.is_empty(), "{what}: {:?}", io.input),
+            }
+            match completion {
+                Some(at) => {
+                    let text = span.raw(at);
+                    assert!(!text.is_empty(), "{what}: fixture completion is empty");
+                    assert_eq!(io.output, vec![msg("assistant", &text)], "{what}");
+                }
+                None => assert!(io.output.is_empty(), "{what}: {:?}", io.output),
+            }
+            let want_system = system.then_some(SYSTEM);
+            assert_eq!(io.system.as_deref(), want_system, "{what}");
+            assert!(
+                io.context.is_empty(),
+                "{what}: no retrieval documents on these spans"
+            );
+        }
+
+        fn call(prompt: Option<Raw>, completion: Option<Raw>, system: bool) -> Expect {
+            Expect::Call {
+                prompt,
+                completion,
+                system,
+            }
+        }
+
+        #[test]
+        fn openllmetry_0_62_openai_chat_stream_and_error() {
+            let prompt = || Some(Raw::Json("gen_ai.input.messages", "/1/parts/0/content"));
+            let completion = || Some(Raw::Json("gen_ai.output.messages", "/0/parts/0/content"));
+            check_fixture(
+                "openllmetry_openai.json",
+                include_str!("../../tests/fixtures/genai/openllmetry_openai.json"),
+                &[
+                    ("chat", call(prompt(), completion(), true)),
+                    ("chat_stream", call(prompt(), completion(), true)),
+                    ("chat_error", call(prompt(), None, true)),
+                ],
+            );
+        }
+
+        #[test]
+        fn openllmetry_0_62_anthropic_chat_stream_and_error() {
+            let prompt = || Some(Raw::Json("gen_ai.input.messages", "/0/parts/0/content"));
+            let completion = || Some(Raw::Json("gen_ai.output.messages", "/0/parts/0/content"));
+            check_fixture(
+                "openllmetry_anthropic.json",
+                include_str!("../../tests/fixtures/genai/openllmetry_anthropic.json"),
+                &[
+                    ("chat", call(prompt(), completion(), true)),
+                    ("chat_stream", call(prompt(), completion(), true)),
+                    ("chat_error", call(prompt(), None, true)),
+                ],
+            );
+        }
+
+        #[test]
+        fn openllmetry_0_40_indexed_prompts_and_completions() {
+            let prompt = || Some(Raw::Attr("gen_ai.prompt.1.content"));
+            let completion = || Some(Raw::Attr("gen_ai.completion.0.content"));
+            check_fixture(
+                "openllmetry_legacy_0.40.14.json",
+                include_str!("../../tests/fixtures/genai/openllmetry_legacy_0.40.14.json"),
+                &[
+                    ("openai_chat", call(prompt(), completion(), true)),
+                    ("openai_chat_stream", call(prompt(), completion(), true)),
+                    ("openai_chat_error", call(prompt(), None, true)),
+                    ("anthropic_chat", call(prompt(), completion(), true)),
+                    ("anthropic_chat_stream", call(prompt(), completion(), true)),
+                    ("anthropic_chat_error", Expect::NoSpan),
+                ],
+            );
+        }
+
+        #[test]
+        fn openinference_openai_chat_stream_and_error() {
+            let prompt = || Some(Raw::Attr("llm.input_messages.1.message.content"));
+            let completion = || Some(Raw::Attr("llm.output_messages.0.message.content"));
+            check_fixture(
+                "openinference_openai.json",
+                include_str!("../../tests/fixtures/genai/openinference_openai.json"),
+                &[
+                    ("chat", call(prompt(), completion(), true)),
+                    ("chat_stream", call(prompt(), completion(), true)),
+                    ("chat_error", call(prompt(), None, true)),
+                ],
+            );
+        }
+
+        #[test]
+        fn anthropic_sdk_native_metadata_only_and_content_mode() {
+            let prompt = || Some(Raw::Json("gen_ai.input.messages", "/0/parts/0/content"));
+            check_fixture(
+                "anthropic_sdk_native.json",
+                include_str!("../../tests/fixtures/genai/anthropic_sdk_native.json"),
+                &[
+                    // The SDK default records no content at all.
+                    ("metadata_only", call(None, None, false)),
+                    ("metadata_only_stream", call(None, None, false)),
+                    ("metadata_only_error", call(None, None, false)),
+                    (
+                        "content_mode",
+                        call(
+                            prompt(),
+                            Some(Raw::Json("gen_ai.output.messages", "/0/parts/0/content")),
+                            true,
+                        ),
+                    ),
+                    // Streaming in content mode: the SDK sets no gen_ai.output.messages.
+                    ("content_mode_stream", call(prompt(), None, true)),
+                ],
+            );
+        }
+
+        /// OpenLLMetry marks each streamed chunk with an event (`llm.content.completion.chunk`
+        /// in 0.40, `gen_ai.content.completion.chunk` in 0.62) that carries no text; the
+        /// completion is an attribute of the span.
+        #[test]
+        fn openllmetry_stream_chunk_events_carry_no_text_completion_is_an_attribute() {
+            for (fixture, example, event) in [
+                (
+                    include_str!("../../tests/fixtures/genai/openllmetry_openai.json"),
+                    "chat_stream",
+                    "gen_ai.content.completion.chunk",
+                ),
+                (
+                    include_str!("../../tests/fixtures/genai/openllmetry_legacy_0.40.14.json"),
+                    "openai_chat_stream",
+                    "llm.content.completion.chunk",
+                ),
+            ] {
+                let span = Span::from_example(&examples(fixture)[example]);
+                assert!(span.events.len() > 1, "{example}");
+                assert!(
+                    span.events
+                        .iter()
+                        .all(|(name, attrs)| name == event && attrs.is_empty()),
+                    "{example}"
+                );
+                let io = span.extract();
+                assert_eq!(io.output.len(), 1, "{example}");
+                assert!(
+                    io.output[0].content.starts_with("Regarding \"Question: "),
+                    "{example}: {:?}",
+                    io.output
+                );
+            }
+        }
+
+        /// OpenInference also records the raw request and response bodies; they alone give
+        /// the same messages (apps that turn off the per-message attributes keep these).
+        #[test]
+        fn openinference_request_and_response_bodies_alone_give_the_same_messages() {
+            let examples = examples(include_str!(
+                "../../tests/fixtures/genai/openinference_openai.json"
+            ));
+            for (name, example) in &examples {
+                let span = Span::from_example(example);
+                let full = span.extract();
+                let bodies_only = Span {
+                    attrs: span
+                        .attrs
+                        .iter()
+                        .filter(|(k, _)| !k.starts_with("llm.input_messages."))
+                        .filter(|(k, _)| !k.starts_with("llm.output_messages."))
+                        .cloned()
+                        .collect(),
+                    events: Vec::new(),
+                };
+                let io = bodies_only.extract();
+                assert!(!io.input.is_empty(), "{name}");
+                assert_eq!(io, full, "{name}");
+            }
+        }
     }
 }

@@ -159,6 +159,22 @@ async fn export_writes_items_with_messages_and_a_manifest() -> TestResult {
         assert_eq!(l["metadata"]["rules"][0], "slow");
         assert_eq!(l["span_id"].as_str().map(str::len), Some(16));
     }
+    let with_context: Vec<_> = lines
+        .iter()
+        .filter(|l| l["context"].as_array().is_some_and(|c| !c.is_empty()))
+        .collect();
+    assert_eq!(
+        with_context.len(),
+        1,
+        "the retrieval span's documents fill the call's context"
+    );
+    assert_eq!(
+        with_context[0]["context"],
+        serde_json::json!([
+            "Snapshots are kept thirty days.",
+            "Egress is billed per GiB."
+        ])
+    );
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
         dir.path().join("slow.jsonl.manifest.json"),
     )?)?;
