@@ -11,6 +11,22 @@ use tonic::transport::Channel;
 
 use crate::harness::TestResult;
 
+/// A request of one resource and one scope holding `spans`.
+pub fn request(
+    spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
+) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
 /// OTLP/gRPC client.
 #[derive(Clone)]
 pub struct Grpc {

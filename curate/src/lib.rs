@@ -168,27 +168,23 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
     let window = window(&args, now)?;
     let settle = parse_duration(&args.settle)?;
     let prices = Prices::load(args.prices.as_deref())?;
-    if let (Some(sql), None) = (&args.sql, &args.out) {
-        let catalog = Catalog::open(
-            &args.store,
-            CatalogOptions {
-                window,
-                tenant: args.tenant.clone(),
-                prices,
-            },
-        )
-        .await?;
-        return print_query(&catalog, sql, args.json).await;
-    }
-    let out = args.out.clone().ok_or_else(|| {
-        CurateError::BadArgs(
-            "--out FILE is required to export a dataset (or give --sql to print a query)".into(),
-        )
-    })?;
-    if args.sample.is_some_and(|n| n == 0) {
-        return Err(CurateError::BadArgs("--sample must be at least 1".into()));
-    }
-    let queries = rule_queries(&args)?;
+    // Arguments are checked before the store is opened, so a typo exits 2 at once.
+    let print_sql = args.sql.as_deref().filter(|_| args.out.is_none());
+    let (out, queries) = match print_sql {
+        Some(_) => (None, Vec::new()),
+        None => {
+            let out = args.out.clone().ok_or_else(|| {
+                CurateError::BadArgs(
+                    "--out FILE is required to export a dataset (or give --sql to print a query)"
+                        .into(),
+                )
+            })?;
+            if args.sample.is_some_and(|n| n == 0) {
+                return Err(CurateError::BadArgs("--sample must be at least 1".into()));
+            }
+            (Some(out), rule_queries(&args)?)
+        }
+    };
     // A spinner on stderr while the queries run; indicatif draws nothing when stderr is not a
     // terminal (cron, CI, pipes).
     let progress = indicatif::ProgressBar::new_spinner();
@@ -203,6 +199,10 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
         },
     )
     .await?;
+    let (Some(out), None) = (out, print_sql) else {
+        progress.finish_and_clear();
+        return print_query(&catalog, print_sql.unwrap_or_default(), args.json).await;
+    };
     progress.set_message(format!("running {} rule(s)", queries.len()));
     let per_rule = select::run_rules(&catalog, &queries).await?;
     let combined = select::combine(&per_rule, args.match_);

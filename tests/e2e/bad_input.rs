@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use trace2eval_tests::client::{self, Grpc, grpc_raw, http_post, protobuf};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use trace2eval_tests::client::{self, Grpc, grpc_raw, http_post, protobuf, request};
 use trace2eval_tests::harness::{Ingest, IngestOpts, TestResult, id_counts, local_store_rows};
 
 const LIMIT: usize = 8 << 20;
@@ -23,18 +23,6 @@ fn span(trace: u8, id: u8, name: &str) -> Span {
         start_time_unix_nano: 1_772_000_000_000_000_000 + u64::from(id) * 1_000_000,
         end_time_unix_nano: 1_772_000_000_500_000_000 + u64::from(id) * 1_000_000,
         ..Default::default()
-    }
-}
-
-fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use rand::{Rng, SeedableRng};
 use trace2eval_tests::client::Grpc;
 use trace2eval_tests::harness::{Ingest, IngestOpts, TestResult, id_counts, local_store_rows};
@@ -30,15 +30,7 @@ fn batch(rng: &mut impl Rng) -> ExportTraceServiceRequest {
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    trace2eval_tests::client::request(spans)
 }
 
 fn ids(req: &ExportTraceServiceRequest) -> Vec<(String, String)> {
