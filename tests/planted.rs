@@ -255,6 +255,17 @@ pub fn planted() -> Planted {
         .attributes
         .push(s("feedback.sentiment", "thumbs_down"));
     negative.insert(b.id(t));
+    let t = b.trace("thumbs down event", 14_150.0, 1.0);
+    let at = b.traces[t].spans[0].end_time_unix_nano;
+    b.traces[t].spans[0]
+        .events
+        .push(opentelemetry_proto::tonic::trace::v1::span::Event {
+            time_unix_nano: at,
+            name: "feedback".into(),
+            attributes: vec![i("feedback.score", -2)],
+            dropped_attributes_count: 0,
+        });
+    negative.insert(b.id(t));
     let t = b.trace("feedback 0", 14_200.0, 1.0);
     b.traces[t].spans[0].attributes.push(i("feedback.score", 0));
     let t = b.trace("feedback positive", 14_300.0, 1.0);

@@ -473,7 +473,12 @@ fn items(
                 out.push(Item {
                     id: t.trace_id.clone(),
                     trace_id: t.trace_id.clone(),
-                    span_id: t.root_span_id.clone().unwrap_or_default(),
+                    // A trace whose root never arrived is named by its first LLM call.
+                    span_id: t
+                        .root_span_id
+                        .clone()
+                        .or_else(|| calls.first().map(|c| c.span_id.clone()))
+                        .unwrap_or_default(),
                     input: first
                         .map(|c| with_system(c.system.as_deref(), &c.input))
                         .unwrap_or_default(),

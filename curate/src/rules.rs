@@ -79,7 +79,7 @@ pub const BUILTIN: &[RuleDef] = &[
     },
     RuleDef {
         name: "negative-feedback",
-        help: "a span carries negative user feedback: attribute feedback.score below a threshold, or feedback.sentiment negative/thumbs_down",
+        help: "a span carries negative user feedback, as attributes or on an event: feedback.score below a threshold, or feedback.sentiment negative/thumbs_down",
         params: &[Param {
             name: "below",
             default: Some("0"),
@@ -292,12 +292,25 @@ pub fn builtin_sql(
                 format!("SELECT DISTINCT b.trace_id {pairs}")
             }
         }
-        "negative-feedback" => format!(
-            "SELECT DISTINCT trace_id FROM spans WHERE \
-             try_cast(attributes['feedback.score'] AS DOUBLE) < {} \
-             OR lower(attributes['feedback.sentiment']) IN ('negative', 'thumbs_down', 'down')",
-            number(name, "below", &get("below"))?
-        ),
+        "negative-feedback" => {
+            // Feedback arrives as span attributes or as span events (e.g. a `feedback` event
+            // added when the user clicks thumbs-down), with the same keys.
+            let below = number(name, "below", &get("below"))?;
+            let negative = |m: &str| {
+                format!(
+                    "try_cast({m}['feedback.score'] AS DOUBLE) < {below} \
+                     OR lower({m}['feedback.sentiment']) IN ('negative', 'thumbs_down', 'down')"
+                )
+            };
+            format!(
+                "SELECT trace_id FROM spans WHERE {} \
+                 UNION SELECT trace_id FROM \
+                 (SELECT trace_id, unnest(events) AS e FROM spans WHERE cardinality(events) > 0) \
+                 WHERE {}",
+                negative("attributes"),
+                negative("e['attributes']")
+            )
+        }
         "low-score" => {
             let metric = s.get(name, "metric").ok_or_else(|| {
                 CurateError::BadArgs(
