@@ -236,6 +236,11 @@ async fn http_bad_bodies_get_clear_errors_and_nothing_else_is_lost() -> TestResu
     assert_eq!(a.response()?.partial_success, None);
     let a = http_post(&http, &url, JSON, false, b"{}".to_vec()).await?;
     assert_eq!(a.status, 200, "{}", a.status_message());
+    assert_eq!(
+        &a.body[..],
+        b"{}",
+        "partial_success is left unset on success"
+    );
 
     let a = http_post(
         &http,

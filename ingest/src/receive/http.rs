@@ -103,7 +103,12 @@ fn reply(encoding: Encoding, status: StatusCode, proto: Vec<u8>, json: String) -
 
 fn success(encoding: Encoding, a: &Accepted) -> Response {
     let msg = response_message(a);
-    let json = serde_json::to_string(&msg).unwrap_or_else(|_| "{}".into());
+    // OTLP: partial_success stays unset on full success; in JSON that is an absent key, not
+    // `"partialSuccess": null`.
+    let json = match &msg.partial_success {
+        None => "{}".to_string(),
+        Some(_) => serde_json::to_string(&msg).unwrap_or_else(|_| "{}".into()),
+    };
     reply(encoding, StatusCode::OK, msg.encode_to_vec(), json)
 }
 
