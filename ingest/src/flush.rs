@@ -167,9 +167,6 @@ pub async fn run(
             }
         }
         wal.retired(segment.bytes);
-        metrics
-            .wal_backlog_bytes
-            .store(wal.backlog(), Ordering::Relaxed);
     }
 }
 

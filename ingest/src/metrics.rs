@@ -37,7 +37,6 @@ pub struct Metrics {
     pub spans_rejected: AtomicU64,
     pub wal_bytes: AtomicU64,
     pub wal_fsyncs: AtomicU64,
-    pub wal_backlog_bytes: AtomicU64,
     pub wal_sync_seconds: Timing,
     pub flush_seconds: Timing,
     pub flush_errors: AtomicU64,
@@ -56,8 +55,13 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self) -> String {
+    /// Prometheus text; `wal_backlog` is read from the WAL, which owns that count.
+    pub fn render(&self, wal_backlog: u64) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP ingest_wal_backlog_bytes WAL bytes not yet flushed into the store.\n# TYPE ingest_wal_backlog_bytes gauge\ningest_wal_backlog_bytes {wal_backlog}"
+        );
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
@@ -73,7 +77,7 @@ impl Metrics {
                 );
             }
         }
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             (
                 "ingest_spans_received_total",
                 "Spans in decoded requests.",
@@ -119,21 +123,11 @@ impl Metrics {
                 "Span rows written to the store.",
                 &self.rows_written,
             ),
-            (
-                "ingest_wal_backlog_bytes",
-                "WAL bytes not yet flushed into the store.",
-                &self.wal_backlog_bytes,
-            ),
         ];
         for (name, help, value) in counters {
-            let kind = if name.ends_with("_total") {
-                "counter"
-            } else {
-                "gauge"
-            };
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 get(value)
             );
         }

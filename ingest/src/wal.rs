@@ -290,7 +290,6 @@ pub fn open(cfg: WalConfig, metrics: Arc<Metrics>) -> Result<Opened, IngestError
         max_backlog: cfg.max_backlog,
         retry_after: cfg.retry_after,
     });
-    metrics.wal_backlog_bytes.store(backlog, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel();
     let writer = Writer {
         dir: cfg.dir,
@@ -502,10 +501,6 @@ impl Writer {
                 self.metrics
                     .wal_bytes
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                self.metrics.wal_backlog_bytes.store(
-                    self.shared.backlog.load(Ordering::Relaxed),
-                    Ordering::Relaxed,
-                );
                 self.metrics.wal_sync_seconds.observe(started.elapsed());
                 Ok(())
             }

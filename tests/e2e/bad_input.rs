@@ -498,6 +498,10 @@ async fn backlog_drains_when_the_store_comes_back() -> TestResult {
             .text()
             .await?;
         if !metrics.contains("ingest_flush_errors_total 0") {
+            assert!(
+                !metrics.contains("ingest_wal_backlog_bytes 0\n"),
+                "{metrics}"
+            );
             break;
         }
         assert!(std::time::Instant::now() < deadline, "flush never failed");
@@ -525,6 +529,14 @@ async fn backlog_drains_when_the_store_comes_back() -> TestResult {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    let metrics = reqwest::get(ingest.http_url("/metrics"))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("ingest_wal_backlog_bytes 0\n"),
+        "{metrics}"
+    );
     let later = vec![span(8, 3, "after the store came back")];
     client.export(request(later.clone())).await?;
     let stored = stored_ids(&mut ingest, dir.path())?;

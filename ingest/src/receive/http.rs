@@ -165,7 +165,7 @@ async fn ready(State(r): State<Arc<Receiver>>) -> Response {
 async fn metrics(State(r): State<Arc<Receiver>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        r.metrics.render(),
+        r.metrics.render(r.wal.backlog()),
     )
         .into_response()
 }
