@@ -29,6 +29,7 @@ use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf}
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
 use schemas::columns as c;
+use schemas::layout::StoreUrl;
 use schemas::read::Attributes;
 use schemas::span_table::span_schema;
 use url::Url;
@@ -54,38 +55,24 @@ pub struct StoreLocation {
 
 /// Resolves a store URL (`s3://bucket/prefix`, `file:///abs/dir` or a path).
 pub fn locate(store: &str) -> Result<StoreLocation, CurateError> {
-    if let Some(rest) = store.strip_prefix("s3://") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(CurateError::BadArgs(format!(
-                "store {store:?} names no bucket"
-            )));
+    let path = match StoreUrl::parse(store).map_err(|e| CurateError::BadArgs(e.to_string()))? {
+        StoreUrl::S3 { bucket, prefix } => {
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(&bucket)
+                .build()?;
+            let spans = StoreUrl::s3_spans_path(&prefix);
+            let base = Url::parse(&format!("s3://{bucket}"))
+                .map_err(|e| CurateError::BadArgs(format!("store {store:?}: {e}")))?;
+            return Ok(StoreLocation {
+                spans_url: format!("s3://{bucket}/{spans}/"),
+                base,
+                store: Arc::new(s3),
+                spans_prefix: object_store::path::Path::from(spans),
+            });
         }
-        let s3 = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .build()?;
-        let prefix = prefix.trim_matches('/');
-        let spans = if prefix.is_empty() {
-            "spans".to_string()
-        } else {
-            format!("{prefix}/spans")
-        };
-        let base = Url::parse(&format!("s3://{bucket}"))
-            .map_err(|e| CurateError::BadArgs(format!("store {store:?}: {e}")))?;
-        return Ok(StoreLocation {
-            spans_url: format!("s3://{bucket}/{spans}/"),
-            base,
-            store: Arc::new(s3),
-            spans_prefix: object_store::path::Path::from(spans),
-        });
-    }
-    let path = store.strip_prefix("file://").unwrap_or(store);
-    if store.contains("://") && !store.starts_with("file://") {
-        return Err(CurateError::BadArgs(format!(
-            "store {store:?}: only s3:// and file:// URLs or plain paths are supported"
-        )));
-    }
-    let root = std::fs::canonicalize(path)
+        StoreUrl::Local(path) => path,
+    };
+    let root = std::fs::canonicalize(&path)
         .map_err(|e| CurateError::BadArgs(format!("store {store:?}: {e}")))?;
     let spans = root.join(schemas::layout::SPANS_DIR);
     let local = object_store::local::LocalFileSystem::new();

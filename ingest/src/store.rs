@@ -12,6 +12,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use schemas::layout::StoreUrl;
+
 use crate::error::IngestError;
 
 #[derive(Clone)]
@@ -32,36 +34,23 @@ impl Store {
     /// Opens `url`: `s3://bucket[/prefix]`, `file:///abs/dir`, or a directory path (created if
     /// missing).
     pub fn open(url: &str) -> Result<Self, IngestError> {
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(IngestError::Config(format!(
-                    "store {url:?} names no bucket"
-                )));
+        let path = match StoreUrl::parse(url).map_err(|e| IngestError::Config(e.to_string()))? {
+            StoreUrl::S3 { bucket, prefix } => {
+                let s3 = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()?;
+                let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                    Arc::new(s3)
+                } else {
+                    Arc::new(PrefixStore::new(s3, prefix))
+                };
+                return Ok(Self {
+                    inner,
+                    local_root: None,
+                    url: url.to_string(),
+                });
             }
-            let s3 = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()?;
-            let prefix = prefix.trim_matches('/');
-            let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
-                Arc::new(s3)
-            } else {
-                Arc::new(PrefixStore::new(s3, prefix))
-            };
-            return Ok(Self {
-                inner,
-                local_root: None,
-                url: url.to_string(),
-            });
-        }
-        let path = match url.strip_prefix("file://") {
-            Some(p) => PathBuf::from(p),
-            None if url.contains("://") => {
-                return Err(IngestError::Config(format!(
-                    "store {url:?}: only s3:// and file:// URLs or plain paths are supported"
-                )));
-            }
-            None => PathBuf::from(url),
+            StoreUrl::Local(path) => path,
         };
         std::fs::create_dir_all(&path).map_err(|e| {
             IngestError::io(format!("creating store directory {}", path.display()), e)

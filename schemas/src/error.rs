@@ -12,6 +12,8 @@ pub enum SchemaError {
         column: &'static str,
         expected: &'static str,
     },
+    #[error("{0}")]
+    BadStore(String),
     #[error("tenant {0:?} is not 1-64 characters of [A-Za-z0-9_-]")]
     BadTenant(String),
 }

@@ -16,6 +16,46 @@ pub const DEFAULT_TENANT: &str = "default";
 /// File extension of span files.
 pub const PARQUET_EXT: &str = "parquet";
 
+/// Where a store lives, parsed from its URL: `s3://bucket[/prefix]`, `file:///abs/dir`, or a
+/// plain directory path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    S3 { bucket: String, prefix: String },
+    Local(std::path::PathBuf),
+}
+
+impl StoreUrl {
+    pub fn parse(url: &str) -> Result<Self, SchemaError> {
+        let bad = |why: &str| SchemaError::BadStore(format!("store {url:?}: {why}"));
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("names no bucket"));
+            }
+            return Ok(Self::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
+        match url.strip_prefix("file://") {
+            Some(p) => Ok(Self::Local(p.into())),
+            None if url.contains("://") => Err(bad(
+                "only s3:// and file:// URLs or plain paths are supported",
+            )),
+            None => Ok(Self::Local(url.into())),
+        }
+    }
+
+    /// Path of the span table inside an S3 store's bucket (`<prefix>/spans`).
+    pub fn s3_spans_path(prefix: &str) -> String {
+        if prefix.is_empty() {
+            SPANS_DIR.to_string()
+        } else {
+            format!("{prefix}/{SPANS_DIR}")
+        }
+    }
+}
+
 /// One Hive partition of the span table.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Partition {
@@ -106,6 +146,28 @@ mod tests {
         assert_eq!(ulid(0, 0), "00000000000000000000000000");
         // Known value from the ULID spec's reference implementation: time 1469918176385.
         assert!(ulid(1_469_918_176_385, 0).starts_with("01ARYZ6S41"));
+    }
+
+    #[test]
+    fn store_urls_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            StoreUrl::parse("s3://b/p/q/").ok(),
+            Some(StoreUrl::S3 {
+                bucket: "b".into(),
+                prefix: "p/q".into()
+            })
+        );
+        assert_eq!(
+            StoreUrl::parse("./data").ok(),
+            Some(StoreUrl::Local("./data".into()))
+        );
+        assert_eq!(
+            StoreUrl::parse("file:///x").ok(),
+            Some(StoreUrl::Local("/x".into()))
+        );
+        for bad in ["s3://", "gs://b/p"] {
+            assert!(StoreUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
