@@ -63,25 +63,24 @@ SELECT c.trace_id, c.span_id, coalesce(c.gen_ai_response_model, c.gen_ai_request
                   coalesce(c.gen_ai_input_tokens, 0), coalesce(c.gen_ai_output_tokens, 0)) END AS cost_usd
 FROM calls c LEFT JOIN counted k ON k.trace_id = c.trace_id AND k.span_id = c.span_id;
 CREATE VIEW traces AS
-WITH roots AS (
-  SELECT trace_id, span_id AS root_span_id, name AS root_name, start_time AS root_start, end_time AS root_end,
-    duration_ns AS root_duration_ns
-  FROM (SELECT *, row_number() OVER (PARTITION BY trace_id ORDER BY start_time, span_id) AS rn
-        FROM spans WHERE parent_span_id IS NULL) WHERE rn = 1),
-totals AS (
+WITH totals AS (
   SELECT trace_id, count(*) AS llm_calls, sum(coalesce(input_tokens, 0)) AS input_tokens,
     sum(coalesce(output_tokens, 0)) AS output_tokens, sum(coalesce(cost_usd, 0.0)) AS cost_usd
   FROM llm_calls WHERE usage_counted GROUP BY trace_id),
 agg AS (
   SELECT trace_id, min(start_time) AS start_time, max(end_time) AS end_time, count(*) AS span_count,
-    bool_or(status_code = 'ERROR') AS has_error, max(session_id) AS session_id
+    bool_or(status_code = 'ERROR') AS has_error, max(session_id) AS session_id,
+    first(name ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_name,
+    first(start_time ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_start,
+    first(end_time ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_end,
+    first(duration_ns ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_duration_ns
   FROM spans GROUP BY trace_id)
-SELECT a.trace_id, r.root_name, coalesce(r.root_start, a.start_time) AS root_start,
-  coalesce(r.root_end, a.end_time) AS root_end,
-  coalesce(r.root_duration_ns, epoch_ns(a.end_time) - epoch_ns(a.start_time)) AS root_duration_ns,
+SELECT a.trace_id, a.root_name, coalesce(a.root_start, a.start_time) AS root_start,
+  coalesce(a.root_end, a.end_time) AS root_end,
+  coalesce(a.root_duration_ns, epoch_ns(a.end_time) - epoch_ns(a.start_time)) AS root_duration_ns,
   a.has_error, coalesce(t.llm_calls, 0) AS llm_calls, coalesce(t.input_tokens, 0) AS input_tokens,
   coalesce(t.output_tokens, 0) AS output_tokens, coalesce(t.cost_usd, 0.0) AS cost_usd, a.session_id
-FROM agg a LEFT JOIN roots r ON a.trace_id = r.trace_id LEFT JOIN totals t ON a.trace_id = t.trace_id;
+FROM agg a LEFT JOIN totals t ON a.trace_id = t.trace_id;
 """
 
 

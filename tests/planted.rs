@@ -133,6 +133,23 @@ impl Builder {
             .push(i("gen_ai.usage.output_tokens", output));
     }
 
+    /// Adds a parentless span to trace `t`, starting `after_s` after its root, lasting `dur_s`.
+    fn detached(&mut self, t: usize, after_s: f64, dur_s: f64) {
+        let trace = &mut self.traces[t];
+        let start = trace.start_ns + (after_s * SEC as f64) as u64;
+        let mut span_id = trace.spans[0].span_id.clone();
+        span_id[7] = 9;
+        trace.spans.push(Span {
+            trace_id: trace.trace_id.to_vec(),
+            span_id,
+            name: "background refresh".into(),
+            kind: 1,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + (dur_s * SEC as f64) as u64,
+            ..Default::default()
+        });
+    }
+
     fn id(&self, t: usize) -> String {
         hex::encode(self.traces[t].trace_id)
     }
@@ -180,6 +197,12 @@ pub fn planted() -> Planted {
     b.traces[t].spans.push(retrieve);
     b.trace("exactly 5s", 7200.0, 5.0);
     b.trace("4.9s", 7300.0, 4.9);
+    // Two parentless spans (a detached background span): the earliest one is the root.
+    let t = b.trace("slow root, short detached span", 7400.0, 6.0);
+    b.detached(t, 1.0, 1.0);
+    slow.insert(b.id(t));
+    let t = b.trace("short root, slow detached span", 7500.0, 1.0);
+    b.detached(t, 0.5, 8.0);
 
     // costly (default 0.10 USD): gpt-4o at 2.50/10.00 per million.
     let t = b.trace("costly 0.12", 8000.0, 1.0);

@@ -185,8 +185,8 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
             (Some(out), rule_queries(&args)?)
         }
     };
-    // A spinner on stderr while the queries run; indicatif draws nothing when stderr is not a
-    // terminal (cron, CI, pipes).
+    // A bar on stderr, one step per rule plus settling and exporting; indicatif draws nothing
+    // when stderr is not a terminal (cron, CI, pipes).
     let progress = indicatif::ProgressBar::new_spinner();
     progress.enable_steady_tick(std::time::Duration::from_millis(120));
     progress.set_message(format!("opening {}", args.store));
@@ -203,9 +203,21 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
         progress.finish_and_clear();
         return print_query(&catalog, print_sql.unwrap_or_default(), args.json).await;
     };
-    progress.set_message(format!("running {} rule(s)", queries.len()));
-    let per_rule = select::run_rules(&catalog, &queries).await?;
+    let files = manifest::source_files(&catalog, &window, args.tenant.as_deref()).await?;
+    progress.set_length(queries.len() as u64 + 2);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:24} {pos}/{len} {msg}",
+    ) {
+        progress.set_style(style);
+    }
+    let per_rule = select::run_rules(&catalog, &queries, |rule| {
+        progress.set_message(format!("rule {rule} over {} files", files.len()));
+        progress.inc(1);
+    })
+    .await?;
     let combined = select::combine(&per_rule, args.match_);
+    progress.set_message(format!("settling {} selected traces", combined.len()));
+    progress.inc(1);
     select::register_selected(&catalog, &combined)?;
     let settled = export::selected_traces(&catalog, &sql_time(now - settle)).await?;
     let not_settled = combined.len() - settled.len();
@@ -216,6 +228,7 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
         .collect();
     select::register_selected(&catalog, &kept)?;
     progress.set_message(format!("exporting {} traces", traces.len()));
+    progress.inc(1);
     let exported = export::export(&catalog, &traces, args.format, args.per).await?;
     progress.finish_and_clear();
     let written = manifest::write(&out, &exported.lines)?;
@@ -235,7 +248,6 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
         manifest: written.manifest_path.display().to_string(),
         seconds: started.elapsed().as_secs_f64(),
     };
-    let files = manifest::source_files(&catalog, &window).await?;
     manifest::write_manifest(&written, &args, &queries, window, now, &summary, files)?;
     Ok(if args.json {
         format!("{}\n", serde_json::to_string(&summary).unwrap_or_default())

@@ -66,7 +66,12 @@ pub fn write(out: &Path, lines: &[String]) -> Result<Written, CurateError> {
 }
 
 /// The span files of the store within the window, as store paths.
-pub async fn source_files(catalog: &Catalog, window: &Window) -> Result<Vec<String>, CurateError> {
+/// The Parquet files of the store inside the window (and of `tenant`, when given), sorted.
+pub async fn source_files(
+    catalog: &Catalog,
+    window: &Window,
+    tenant: Option<&str>,
+) -> Result<Vec<String>, CurateError> {
     let loc = &catalog.location;
     let objects: Vec<_> = loc
         .store
@@ -82,7 +87,9 @@ pub async fn source_files(catalog: &Catalog, window: &Window) -> Result<Vec<Stri
                     .find_map(|s| s.strip_prefix(k))
                     .unwrap_or_default()
             };
-            p.ends_with(".parquet") && window.holds_partition(part("date="), part("hour="))
+            p.ends_with(".parquet")
+                && tenant.is_none_or(|t| part("tenant=") == t)
+                && window.holds_partition(part("date="), part("hour="))
         })
         .collect();
     files.sort();

@@ -24,9 +24,15 @@ pub struct RuleQuery {
 pub type PerRule = BTreeMap<String, BTreeSet<String>>;
 
 /// Runs every rule; returns the trace ids per rule.
-pub async fn run_rules(catalog: &Catalog, rules: &[RuleQuery]) -> Result<PerRule, CurateError> {
+/// `started` is told the name of each rule as its query begins (for the progress bar).
+pub async fn run_rules(
+    catalog: &Catalog,
+    rules: &[RuleQuery],
+    mut started: impl FnMut(&str),
+) -> Result<PerRule, CurateError> {
     let mut per_rule = PerRule::new();
     for rule in rules {
+        started(&rule.name);
         let sql = format!(
             "SELECT DISTINCT trace_id FROM ({}) WHERE trace_id IS NOT NULL",
             rule.sql
