@@ -7,5 +7,6 @@ mod cli;
 mod crash;
 mod curate_rules;
 mod interop;
+mod judge_double;
 mod protocols;
 mod s3;
