@@ -113,7 +113,7 @@ def main():
     ap.add_argument("store", type=pathlib.Path)
     ap.add_argument("--curate", default="target/release/curate")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--prices", type=pathlib.Path, default=pathlib.Path("curate/prices.toml"))
+    ap.add_argument("--prices", type=pathlib.Path, default=pathlib.Path("schemas/prices.toml"))
     a = ap.parse_args()
     con = duckdb_connection(a.store, a.prices)
     spans = con.execute("SELECT count(*) FROM spans").fetchone()[0]

@@ -44,6 +44,21 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// An error of the store (`schemas::store`) as ingest reports it: a bad store URL is a
+    /// config error, an object store failure `Store`, a local file system failure `Io`.
+    pub fn store(e: schemas::SchemaError) -> Self {
+        use schemas::SchemaError as S;
+        match e {
+            S::BadStore(msg) => Self::Config(msg),
+            S::ObjectStore(e) => Self::Store(e),
+            S::Io { what, source } => Self::Io {
+                context: what,
+                source,
+            },
+            other => Self::Schema(other),
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),

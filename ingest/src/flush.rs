@@ -17,11 +17,11 @@ use prost::Message;
 use schemas::convert::PartitionedBatches;
 use schemas::layout::{Partition, ulid};
 use schemas::parquet_file::SpanFileWriter;
+use schemas::store::Store;
 use tokio::sync::mpsc;
 
 use crate::error::IngestError;
 use crate::metrics::Metrics;
-use crate::store::Store;
 use crate::wal::{Segment, SegmentReader, Wal};
 
 /// Rows buffered (across partitions) before they are encoded into the partitions' files.
@@ -117,7 +117,10 @@ async fn flush_segment(
         .map_err(|e| IngestError::io("flush task", std::io::Error::other(e)))??;
     let (mut rows, mut bytes) = (0usize, 0usize);
     for f in &files {
-        store.put(&f.path, f.bytes.clone()).await?;
+        store
+            .put(&f.path, f.bytes.clone())
+            .await
+            .map_err(IngestError::store)?;
         rows += f.rows;
         bytes += f.bytes.len();
         metrics.files_written.fetch_add(1, Ordering::Relaxed);

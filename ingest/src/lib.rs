@@ -2,8 +2,8 @@
 //! (`receive`), are parsed and validated at the edge (`decode`), made durable in a local
 //! write-ahead log before the client gets its answer (`wal`), and turned by a background
 //! flusher into Hive-partitioned Parquet files (`flush`) in a local directory or S3
-//! (`store`). `config` holds the options, `metrics` the Prometheus counters, `error` the
-//! error type and its mapping to HTTP and gRPC codes.
+//! (`schemas::store`). `config` holds the options, `metrics` the Prometheus counters, `error`
+//! the error type and its mapping to HTTP and gRPC codes.
 
 pub mod config;
 pub mod decode;
@@ -11,13 +11,13 @@ pub mod error;
 pub mod flush;
 pub mod metrics;
 pub mod receive;
-pub mod store;
 pub mod wal;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use schemas::store::Store;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -56,7 +56,7 @@ pub async fn start(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, IngestError> {
-    let store = store::Store::open(&config.store)?;
+    let store = Store::open(&config.store).map_err(IngestError::store)?;
     let metrics = Arc::new(Metrics::default());
     let opened = wal::open(
         wal::WalConfig {

@@ -12,9 +12,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use schemas::layout::StoreUrl;
-
-use crate::error::IngestError;
+use crate::error::SchemaError;
+use crate::layout::StoreUrl;
 
 #[derive(Clone)]
 pub struct Store {
@@ -32,9 +31,12 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens `url`: `s3://bucket[/prefix]`, `file:///abs/dir`, or a directory path (created if
-    /// missing).
-    pub fn open(url: &str) -> Result<Self, IngestError> {
-        let path = match StoreUrl::parse(url).map_err(|e| IngestError::Config(e.to_string()))? {
+    /// missing). S3 credentials, region and endpoint come from the `AWS_*` environment.
+    ///
+    /// Errors: `BadStore` for a URL that is none of these, `ObjectStore` when the S3 client
+    /// cannot be built, `Io` when the directory cannot be created or resolved.
+    pub fn open(url: &str) -> Result<Self, SchemaError> {
+        let path = match StoreUrl::parse(url)? {
             StoreUrl::S3 { bucket, prefix } => {
                 let s3 = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
@@ -53,10 +55,10 @@ impl Store {
             StoreUrl::Local(path) => path,
         };
         std::fs::create_dir_all(&path).map_err(|e| {
-            IngestError::io(format!("creating store directory {}", path.display()), e)
+            SchemaError::io(format!("creating store directory {}", path.display()), e)
         })?;
         let root = std::fs::canonicalize(&path)
-            .map_err(|e| IngestError::io(format!("resolving {}", path.display()), e))?;
+            .map_err(|e| SchemaError::io(format!("resolving {}", path.display()), e))?;
         let inner = Arc::new(LocalFileSystem::new_with_prefix(&root)?);
         Ok(Self {
             inner,
@@ -65,12 +67,13 @@ impl Store {
         })
     }
 
+    /// The underlying object store, rooted at the store's directory or bucket prefix.
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         self.inner.clone()
     }
 
     /// Writes `bytes` at `path` (relative to the store root), replacing any file there.
-    pub async fn put(&self, path: &str, bytes: Bytes) -> Result<(), IngestError> {
+    pub async fn put(&self, path: &str, bytes: Bytes) -> Result<(), SchemaError> {
         let location = ObjectPath::from(path);
         self.inner
             .put(&location, PutPayload::from_bytes(bytes))
@@ -85,9 +88,42 @@ impl Store {
                 Ok(())
             })
             .await
-            .map_err(|e| IngestError::io("fsync task", std::io::Error::other(e)))?
-            .map_err(|e| IngestError::io(format!("syncing {path}"), e))?;
+            .map_err(|e| SchemaError::io("fsync task", std::io::Error::other(e)))?
+            .map_err(|e| SchemaError::io(format!("syncing {path}"), e))?;
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_of_another_scheme_is_a_bad_store() {
+        let err = Store::open("http://example.com/x").err();
+        assert!(
+            matches!(&err, Some(SchemaError::BadStore(m)) if m.contains("http://example.com/x")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_put_creates_the_directories_and_replaces_the_file() -> Result<(), SchemaError> {
+        let dir = std::env::temp_dir().join(format!(
+            "trace2eval-store-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let store = Store::open(&dir.join("root").display().to_string())?;
+        store.put("a/b/c.txt", Bytes::from_static(b"one")).await?;
+        store.put("a/b/c.txt", Bytes::from_static(b"two")).await?;
+        let read = std::fs::read(dir.join("root/a/b/c.txt"));
+        std::fs::remove_dir_all(&dir).map_err(|e| SchemaError::io("cleaning up", e))?;
+        assert_eq!(
+            read.map_err(|e| SchemaError::io("reading back", e))?,
+            b"two"
+        );
         Ok(())
     }
 }
