@@ -30,13 +30,14 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
 use schemas::columns as c;
 use schemas::layout::StoreUrl;
+use schemas::prices::Prices;
 use schemas::read::Attributes;
 use schemas::span_table::span_schema;
 use url::Url;
 
 use crate::error::CurateError;
 use crate::extract::{EventRef, extract};
-use crate::prices::Prices;
+use crate::prices::cost_udf;
 use crate::window::Window;
 
 /// Name of the raw listing table; the views read it.
@@ -191,7 +192,9 @@ SELECT a.trace_id, a.tenant, a.root_span_id, a.root_name, a.root_service,
 FROM agg a LEFT JOIN totals t ON a.trace_id = t.trace_id";
 
 /// SQL of the `evals` view: one row per score span (eval-runner's `gen_ai.evaluation` spans),
-/// with the judged trace and span from its first link. Score spans are written after the
+/// with the judged trace and span from its first link. A score span delivered twice (a runner
+/// killed after its spans were acknowledged but before it recorded them re-sends the same
+/// span ids) counts once. Score spans are written after the
 /// traces they judge, so only the start of the window bounds them.
 fn evals_view(opts: &CatalogOptions) -> String {
     let since = opts.window.since.map_or("TRUE".to_string(), |t| {
@@ -203,17 +206,23 @@ fn evals_view(opts: &CatalogOptions) -> String {
         .map_or(String::new(), |t| format!(" AND tenant = {}", quote(t)));
     format!(
         "CREATE VIEW evals AS
-SELECT trace_id AS eval_trace_id, span_id AS eval_span_id,
-  links[1]['trace_id'] AS judged_trace_id, links[1]['span_id'] AS judged_span_id,
-  attributes['gen_ai.evaluation.name'] AS metric,
-  try_cast(attributes['gen_ai.evaluation.score.value'] AS DOUBLE) AS score,
-  attributes['gen_ai.evaluation.score.label'] AS label,
-  attributes['gen_ai.evaluation.explanation'] AS explanation,
-  coalesce(gen_ai_response_model, gen_ai_request_model) AS judge_model,
-  attributes['trace2eval.eval.run_id'] AS run_id,
-  start_time AS judged_at, tenant
-FROM {SPAN_STORE}
-WHERE attributes['gen_ai.evaluation.name'] IS NOT NULL AND {since}{tenant}"
+SELECT eval_trace_id, eval_span_id, judged_trace_id, judged_span_id, metric, score, label,
+  explanation, judge_model, run_id, judged_at, tenant
+FROM (
+  SELECT trace_id AS eval_trace_id, span_id AS eval_span_id,
+    links[1]['trace_id'] AS judged_trace_id, links[1]['span_id'] AS judged_span_id,
+    attributes['gen_ai.evaluation.name'] AS metric,
+    try_cast(attributes['gen_ai.evaluation.score.value'] AS DOUBLE) AS score,
+    attributes['gen_ai.evaluation.score.label'] AS label,
+    attributes['gen_ai.evaluation.explanation'] AS explanation,
+    coalesce(gen_ai_response_model, gen_ai_request_model) AS judge_model,
+    attributes['trace2eval.eval.run_id'] AS run_id,
+    start_time AS judged_at, tenant,
+    row_number() OVER (PARTITION BY trace_id, span_id ORDER BY start_time) AS copy
+  FROM {SPAN_STORE}
+  WHERE attributes['gen_ai.evaluation.name'] IS NOT NULL AND {since}{tenant}
+)
+WHERE copy = 1"
     )
 }
 
@@ -320,7 +329,7 @@ impl Catalog {
                 .with_schema(span_schema()),
         )?;
         ctx.register_table(SPAN_STORE, Arc::new(table))?;
-        ctx.register_udf(opts.prices.clone().udf());
+        ctx.register_udf(cost_udf(opts.prices.clone()));
         ctx.register_udf(llm_io_udf()?);
         for sql in [
             spans_view(&opts),

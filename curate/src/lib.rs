@@ -1,8 +1,9 @@
 //! `curate`: the second stage of trace2eval. The store's Parquet span files become a
 //! DataFusion catalog (`catalog`: listing table plus the `spans`, `llm_calls`, `traces`,
-//! `evals` views, with messages normalised by `extract` and costs from `prices`), rules select
-//! traces (`rules`, combined in `select`), and `export` writes JSONL datasets with a manifest
-//! (`manifest`). `window` parses times and prunes partitions; `cli` is the command line.
+//! `evals` views, with messages normalised by `extract` and costs from `prices`, the UDF over
+//! `schemas::prices`), rules select traces (`rules`, combined in `select`), and `export` writes
+//! JSONL datasets with a manifest (`manifest`). `window` parses times and prunes partitions;
+//! `cli` is the command line.
 
 pub mod catalog;
 pub mod cli;
@@ -19,12 +20,12 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use schemas::prices::Prices;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogOptions};
 use crate::cli::{Args, Command};
 use crate::error::CurateError;
-use crate::prices::Prices;
 use crate::select::RuleQuery;
 use crate::window::{Window, parse_duration, parse_time, sql_time};
 
@@ -167,7 +168,9 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
     let now = now(&args)?;
     let window = window(&args, now)?;
     let settle = parse_duration(&args.settle)?;
-    let prices = Prices::load(args.prices.as_deref())?;
+    // Both ways the table can be wrong (unreadable, bad TOML) are the `--prices` argument's.
+    let prices =
+        Prices::load(args.prices.as_deref()).map_err(|e| CurateError::BadArgs(e.to_string()))?;
     // Arguments are checked before the store is opened, so a typo exits 2 at once.
     let print_sql = args.sql.as_deref().filter(|_| args.out.is_none());
     let (out, queries) = match print_sql {

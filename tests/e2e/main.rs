@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod curate_rules;
+mod eval_runner;
 mod interop;
 mod judge_double;
 mod protocols;

@@ -1,0 +1,311 @@
+//! eval-runner: LLM-as-judge over a curated dataset, scores written back as linked spans.
+//!
+//! A run reads the dataset, resumes from the results file, answers what it can from the verdict
+//! cache, judges the rest with bounded concurrency, and for each batch of verdicts first
+//! delivers their score spans, then appends their result lines. A pair whose line is in the
+//! results file is therefore never judged or sent again by a rerun.
+
+pub mod cli;
+pub mod dataset;
+pub mod emit;
+pub mod error;
+pub mod judge;
+pub mod mask;
+pub mod metrics;
+pub mod results;
+pub mod summary;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use sha2::{Digest, Sha256};
+
+use crate::cli::Config;
+use crate::dataset::Item;
+use crate::emit::{Emitter, RunSpans};
+use crate::error::EvalError;
+use crate::judge::{Judge, Judged};
+use crate::mask::Masker;
+use crate::metrics::Metric;
+use crate::results::{Cached, ResultLine, ResultsWriter, VerdictCache};
+use crate::summary::Summary;
+
+/// Result lines (and their spans) held back until this many are pending, or this long has
+/// passed, so spans go out in batches.
+const BATCH_LINES: usize = 256;
+const BATCH_AGE: Duration = Duration::from_secs(1);
+
+/// One (item, metric) pair to judge.
+struct Job {
+    item: Arc<Item>,
+    metric: Arc<Metric>,
+    system: String,
+    user: String,
+    cache_key: String,
+}
+
+/// Lines waiting for their spans to be delivered.
+struct Pending {
+    lines: Vec<ResultLine>,
+    spans: Vec<Span>,
+    since: Instant,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Self {
+            lines: Vec::new(),
+            spans: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+}
+
+/// What a finished run reports; `code` is the process exit code.
+pub struct Outcome {
+    pub summary: Summary,
+    pub code: i32,
+}
+
+fn new_run_id() -> String {
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    schemas::layout::ulid(now_ms, rand::random::<u128>())
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn line(item: &Item, metric: &str, cfg: &Config, run_id: &str) -> ResultLine {
+    ResultLine {
+        item_id: item.id.clone(),
+        trace_id: item.trace_id.clone(),
+        span_id: item.span_id.clone(),
+        metric: metric.to_string(),
+        score: None,
+        raw_score: None,
+        label: None,
+        explanation: None,
+        judge_model: cfg.judge_model.clone(),
+        latency_ms: 0.0,
+        error: None,
+        skipped: None,
+        raw_answer: None,
+        attempts: 0,
+        reused: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        run_id: run_id.to_string(),
+        eval_span_id: None,
+        judged_at: rfc3339(SystemTime::now()),
+    }
+}
+
+/// Runs one eval-runner invocation.
+pub async fn run(cfg: Config) -> Result<Outcome, EvalError> {
+    let started = Instant::now();
+    let metrics: Vec<Arc<Metric>> = Metric::resolve(&cfg.metrics, cfg.metrics_file.as_deref())?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let masker = Masker::new(&cfg.mask, &cfg.mask_regex)?;
+    let prices = schemas::prices::Prices::load(cfg.prices.as_deref())
+        .map_err(|e| EvalError::BadArgs(e.to_string()))?;
+    let dataset = dataset::read(&cfg.dataset, cfg.limit)?;
+    let resumed = results::resume(&cfg.out)?;
+    let run_id = resumed.run_id.clone().unwrap_or_else(new_run_id);
+    let mut cache = match &cfg.cache_dir {
+        Some(dir) => VerdictCache::open(dir)?,
+        None => VerdictCache::disabled(),
+    };
+    let judge = Judge::new(&cfg).map_err(EvalError::BadArgs)?;
+    let mut emitter = Emitter::new(&cfg.emit, &cfg.tenant, &run_id)?;
+    let run_spans = RunSpans::new(&run_id, &cfg.judge_model, cfg.provider.name());
+    let mut writer = ResultsWriter::open(&cfg.out)?;
+    let mut summary = Summary::new(&run_id, &cfg, &metrics, &dataset, &resumed);
+
+    // Pairs answered without the judge (skips, cached verdicts) and pairs to judge.
+    let mut pending = Pending::new();
+    let mut jobs = Vec::new();
+    for item in dataset.items.into_iter().map(Arc::new) {
+        for metric in &metrics {
+            if resumed
+                .done_keys
+                .contains(&(item.id.clone(), metric.name.clone()))
+            {
+                continue;
+            }
+            let mut r = line(&item, &metric.name, &cfg, &run_id);
+            if let Some(why) = metric.missing(&item) {
+                r.skipped = Some(why);
+                pending.lines.push(r);
+                continue;
+            }
+            let (system, user) = metric.render(&item);
+            let user = if masker.is_empty() {
+                user
+            } else {
+                masker.apply(&user)
+            };
+            let key = hex::encode(Sha256::digest(
+                serde_json::json!([
+                    item.content_hash,
+                    metric.template_hash,
+                    cfg.provider.name(),
+                    cfg.judge_model,
+                    cfg.temperature,
+                    cfg.max_tokens,
+                    masker.fingerprint(),
+                ])
+                .to_string()
+                .as_bytes(),
+            ));
+            if let Some(c) = cache.get(&key) {
+                r.score = Some(c.verdict.score);
+                r.raw_score = c.verdict.raw_score;
+                r.label = c.verdict.label.clone();
+                r.explanation = Some(c.verdict.explanation.clone());
+                r.reused = Some("cache".into());
+                let span = run_spans.score_span(&r, SystemTime::now(), Duration::ZERO);
+                if emitter.enabled() {
+                    r.eval_span_id = Some(hex::encode(&span.span_id));
+                    pending.spans.push(span);
+                }
+                pending.lines.push(r);
+                continue;
+            }
+            jobs.push(Job {
+                item: item.clone(),
+                metric: metric.clone(),
+                system,
+                user,
+                cache_key: key,
+            });
+        }
+    }
+    summary.planned(pending.lines.len() + jobs.len());
+
+    let progress = indicatif::ProgressBar::new((pending.lines.len() + jobs.len()) as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} judged, eta {eta} {msg}",
+    ) {
+        progress.set_style(style);
+    }
+    progress.inc(pending.lines.len() as u64);
+
+    let judge = &judge;
+    let mut stream = futures::stream::iter(jobs)
+        .map(|job| async move {
+            let judged = judge.judge(&job.metric, &job.system, &job.user).await;
+            (job, judged)
+        })
+        .buffer_unordered(cfg.concurrency);
+    let mut fatal = None;
+    let mut interrupted = false;
+    let mut sigterm = terminate_signal();
+    loop {
+        let next = tokio::select! {
+            n = stream.next() => n,
+            _ = tokio::signal::ctrl_c() => { interrupted = true; None }
+            _ = &mut sigterm => { interrupted = true; None }
+        };
+        let Some((job, judged)) = next else { break };
+        progress.inc(1);
+        let judged: Judged = match judged {
+            Ok(j) => j,
+            Err(why) => {
+                fatal = Some(EvalError::JudgeAuth(why));
+                break;
+            }
+        };
+        let mut r = line(&job.item, &job.metric.name, &cfg, &run_id);
+        r.latency_ms = judged.latency.as_secs_f64() * 1000.0;
+        r.attempts = judged.attempts;
+        r.input_tokens = judged.input_tokens;
+        r.output_tokens = judged.output_tokens;
+        r.judged_at = rfc3339(judged.started);
+        summary.spent(judged.attempts, judged.input_tokens, judged.output_tokens);
+        match judged.outcome {
+            Ok(v) => {
+                r.score = Some(v.score);
+                r.raw_score = v.raw_score;
+                r.label = v.label.clone();
+                r.explanation = Some(v.explanation.clone());
+                cache.put(Cached {
+                    key: job.cache_key,
+                    verdict: v,
+                    input_tokens: judged.input_tokens,
+                    output_tokens: judged.output_tokens,
+                });
+                if emitter.enabled() {
+                    let span = run_spans.score_span(&r, judged.started, judged.latency);
+                    r.eval_span_id = Some(hex::encode(&span.span_id));
+                    pending.spans.push(span);
+                }
+            }
+            Err(why) => {
+                r.error = Some(why);
+                r.raw_answer = judged.raw_answer;
+            }
+        }
+        pending.lines.push(r);
+        if !emitter.enabled()
+            || pending.lines.len() >= BATCH_LINES
+            || pending.since.elapsed() >= BATCH_AGE
+        {
+            flush(&mut pending, &mut emitter, &mut writer, &mut summary).await?;
+        }
+    }
+    drop(stream);
+    progress.finish_and_clear();
+    flush(&mut pending, &mut emitter, &mut writer, &mut summary).await?;
+    writer.sync()?;
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    let (judged, failed) = summary.judged_and_failed();
+    emitter
+        .send(vec![run_spans.root_span(&cfg.metrics, judged, failed)])
+        .await?;
+    summary.finish(started.elapsed(), interrupted, &prices, &cfg.judge_model);
+    let code = if failed == 0 && summary.bad_lines == 0 && !interrupted {
+        0
+    } else {
+        1
+    };
+    Ok(Outcome { summary, code })
+}
+
+/// Delivers the pending spans, then appends their lines.
+async fn flush(
+    pending: &mut Pending,
+    emitter: &mut Emitter,
+    writer: &mut ResultsWriter,
+    summary: &mut Summary,
+) -> Result<(), EvalError> {
+    emitter.send(std::mem::take(&mut pending.spans)).await?;
+    writer.write(&pending.lines)?;
+    for r in pending.lines.drain(..) {
+        summary.record(&r);
+    }
+    pending.since = Instant::now();
+    Ok(())
+}
+
+/// Resolves when SIGTERM arrives (a scheduler stopping the job); never on other platforms.
+fn terminate_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut s) = signal(SignalKind::terminate()) {
+            return Box::pin(async move {
+                s.recv().await;
+            });
+        }
+    }
+    Box::pin(std::future::pending())
+}

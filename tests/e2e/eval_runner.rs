@@ -1,0 +1,608 @@
+//! eval-runner end to end: the real binary against the fake judge (tests/judge.rs), score spans
+//! back through the real `ingest` or straight into a store, and `curate` reading them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use trace2eval_tests::client::Grpc;
+use trace2eval_tests::harness::{Ingest, IngestOpts, TestResult, bin_path, local_store_rows};
+use trace2eval_tests::judge::{JudgeConfig, JudgeServer, Verdict};
+use trace2eval_tests::planted::{NOW, planted};
+
+/// Runs eval-runner with `args` and extra environment; returns (exit code, stdout, stderr).
+fn eval_runner(args: &[&str], env: &[(&str, &str)]) -> TestResult<(i32, String, String)> {
+    let out = Command::new(bin_path("eval-runner")?)
+        .args(args)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("EVAL_JUDGE_API_KEY")
+        .envs(env.iter().copied())
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout)?,
+        String::from_utf8(out.stderr)?,
+    ))
+}
+
+fn curate(store: &Path, args: &[&str]) -> TestResult<(i32, String, String)> {
+    let out = Command::new(bin_path("curate")?)
+        .arg("--store")
+        .arg(store)
+        .args(["--now", NOW])
+        .args(args)
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout)?,
+        String::from_utf8(out.stderr)?,
+    ))
+}
+
+fn jsonl(path: &Path) -> TestResult<Vec<Value>> {
+    Ok(std::fs::read_to_string(path)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
+}
+
+/// An `items` dataset line with ids derived from `n`.
+fn item(n: u32, question: &str, answer: &str) -> String {
+    json!({
+        "id": format!("item-{n}"),
+        "trace_id": format!("{:032x}", 0xE0_0000 + n),
+        "span_id": format!("{:016x}", 0x5000 + n),
+        "input": [{"role": "user", "content": question}],
+        "output": answer,
+        "context": ["The office opens at nine."],
+        "expected_output": null,
+        "metadata": {"model": "gpt-4o-mini"},
+    })
+    .to_string()
+}
+
+fn write_lines(path: &Path, lines: &[String]) -> TestResult {
+    std::fs::write(path, lines.join("\n") + "\n")?;
+    Ok(())
+}
+
+/// The issue's loop: ingest -> curate -> eval-runner -> score spans through ingest -> `evals`
+/// shows them and `low-score` selects exactly the traces the judge scored low.
+#[tokio::test(flavor = "multi_thread")]
+async fn scores_come_back_through_ingest_and_low_score_selects_the_low_traces() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    let p = planted();
+    let mut ingest = Ingest::start(&IngestOpts::local(dir.path()))?;
+    Grpc::connect(ingest.grpc_url())
+        .await?
+        .export(p.request.clone())
+        .await?;
+    assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
+
+    let dataset = dir.path().join("dataset.jsonl");
+    let (code, _, stderr) = curate(
+        &store,
+        &[
+            "--rule",
+            "slow",
+            "--rule",
+            "errors",
+            "--out",
+            &dataset.display().to_string(),
+        ],
+    )?;
+    assert_eq!(code, 0, "{stderr}");
+    let items = jsonl(&dataset)?;
+    assert!(items.len() >= 3, "{items:?}");
+
+    // The judge finds two answers unhelpful: raw 1 and 2 on 1..5 are 0.0 and 0.25.
+    let judge = JudgeServer::start(JudgeConfig {
+        api_key: Some("sk-test-secret-1".into()),
+        verdicts: vec![
+            (
+                "question of slow 30s".into(),
+                Verdict::new(1.0, None, "unhelpful"),
+            ),
+            (
+                "question of tool error".into(),
+                Verdict::new(2.0, None, "weak"),
+            ),
+        ],
+        default_verdict: Verdict::new(5.0, None, "helpful"),
+        ..JudgeConfig::default()
+    })?;
+    let mut opts = IngestOpts::local(dir.path());
+    opts.wal_dir = dir.path().join("wal-scores");
+    let mut ingest = Ingest::start(&opts)?;
+    let results = dir.path().join("results.jsonl");
+    let emit = format!("otlp-grpc://{}", ingest.grpc);
+    let (code, stdout, stderr) = eval_runner(
+        &[
+            "--dataset",
+            &dataset.display().to_string(),
+            "--metrics",
+            "helpfulness,relevance",
+            "--judge",
+            "openai",
+            "--judge-url",
+            &judge.openai_base_url(),
+            "--judge-model",
+            "gpt-4o-mini",
+            "--out",
+            &results.display().to_string(),
+            "--emit",
+            &emit,
+            "--cache-dir",
+            &dir.path().join("cache").display().to_string(),
+            "--json",
+        ],
+        &[("OPENAI_API_KEY", "sk-test-secret-1")],
+    )?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        !format!("{stdout}{stderr}").contains("sk-test-secret-1"),
+        "the key leaked"
+    );
+    assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
+    let summary: Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(summary["metrics"]["helpfulness"]["n"], items.len());
+    assert_eq!(judge.request_count(), items.len() * 2);
+    for r in judge.requests() {
+        assert_eq!(
+            r.headers.get("authorization").map(String::as_str),
+            Some("Bearer sk-test-secret-1")
+        );
+        assert_eq!(
+            r.body["response_format"]["type"], "json_schema",
+            "structured output asked"
+        );
+        assert_eq!(r.body["model"], "gpt-4o-mini");
+    }
+
+    // One result line per (item, metric), each judged as planted.
+    let lines = jsonl(&results)?;
+    assert_eq!(lines.len(), items.len() * 2);
+    let mut expected_low = BTreeSet::new();
+    let mut by_pair = BTreeMap::new();
+    for l in &lines {
+        assert_eq!(l["error"], Value::Null, "{l}");
+        let item = items
+            .iter()
+            .find(|i| i["id"] == l["item_id"])
+            .ok_or("a result for an item not in the dataset")?;
+        assert_eq!(
+            (&l["trace_id"], &l["span_id"]),
+            (&item["trace_id"], &item["span_id"])
+        );
+        let question = item["input"][0]["content"].as_str().unwrap_or_default();
+        let want = if question.contains("slow 30s") {
+            0.0
+        } else if question.contains("tool error") {
+            0.25
+        } else {
+            1.0
+        };
+        assert_eq!(l["score"].as_f64(), Some(want), "{l}");
+        if want < 0.5 {
+            expected_low.insert(l["trace_id"].as_str().unwrap_or_default().to_string());
+        }
+        by_pair.insert(
+            (
+                l["trace_id"].as_str().unwrap_or_default().to_string(),
+                l["span_id"].as_str().unwrap_or_default().to_string(),
+                l["metric"].as_str().unwrap_or_default().to_string(),
+            ),
+            want,
+        );
+    }
+    assert_eq!(expected_low.len(), 2);
+
+    // The evals view holds exactly the scores of the results file, linked to the judged spans.
+    // (The planted corpus holds eval spans of its own, from another run.)
+    let sql = format!(
+        "SELECT judged_trace_id, judged_span_id, metric, score, judge_model FROM evals \
+         WHERE run_id = '{}'",
+        summary["run_id"].as_str().unwrap_or_default()
+    );
+    let (code, stdout, stderr) = curate(&store, &["--sql", &sql, "--json"])?;
+    assert_eq!(code, 0, "{stderr}");
+    let mut from_view = BTreeMap::new();
+    for row in stdout.lines().map(serde_json::from_str::<Value>) {
+        let row = row?;
+        assert_eq!(row["judge_model"], "gpt-4o-mini");
+        from_view.insert(
+            (
+                row["judged_trace_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                row["judged_span_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                row["metric"].as_str().unwrap_or_default().to_string(),
+            ),
+            row["score"].as_f64().unwrap_or(-1.0),
+        );
+    }
+    assert_eq!(from_view, by_pair);
+
+    // low-score selects exactly the traces scored under 0.5 on helpfulness.
+    let low = dir.path().join("low.jsonl");
+    let (code, _, stderr) = curate(
+        &store,
+        &[
+            "--rule",
+            "low-score",
+            "--set",
+            "low-score.metric=helpfulness",
+            "--set",
+            "low-score.below=0.5",
+            "--per",
+            "trace",
+            "--out",
+            &low.display().to_string(),
+        ],
+    )?;
+    assert_eq!(code, 0, "{stderr}");
+    let selected: BTreeSet<String> = jsonl(&low)?
+        .iter()
+        .map(|l| l["trace_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    // ... and the trace a planted earlier run scored 0.1 on helpfulness.
+    let planted_low = p
+        .names
+        .iter()
+        .find(|(_, n)| n == "judged helpfulness 0.1")
+        .map(|(t, _)| t.clone())
+        .ok_or("planted helpfulness eval")?;
+    expected_low.insert(planted_low);
+    assert_eq!(selected, expected_low);
+    Ok(())
+}
+
+/// Anthropic's API shape, with the faults real judges produce: each is retried or recorded as
+/// that item's failure, and the rest of the batch is judged.
+#[test]
+fn anthropic_judge_faults_are_retried_or_recorded_per_item() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let judge = JudgeServer::start(JudgeConfig {
+        api_key: Some("sk-ant-test-2".into()),
+        ..JudgeConfig::default()
+    })?;
+    let dataset = dir.path().join("d.jsonl");
+    let answers = [
+        "plain answer",
+        "rate limited [[fault=429x2]]",
+        "server error [[fault=500x1]]",
+        "slow judge [[fault=hang x1]]",
+        "chatty judge [[fault=prose]]",
+        "stringly judge [[fault=score-as-string]]",
+        "broken judge [[fault=malformed]]",
+        "wild judge [[fault=out-of-range]]",
+        "low [[score=2]]",
+    ];
+    let mut lines: Vec<String> = answers
+        .iter()
+        .enumerate()
+        .map(|(n, a)| item(n as u32, &format!("question {n}"), a))
+        .collect();
+    lines.insert(3, "{not json".into());
+    lines.push(r#"{"messages":[{"role":"user","content":"hi"}]}"#.into());
+    write_lines(&dataset, &lines)?;
+    let results = dir.path().join("r.jsonl");
+    let args = [
+        "--dataset",
+        &dataset.display().to_string(),
+        "--metrics",
+        "helpfulness",
+        "--judge",
+        "anthropic",
+        "--judge-url",
+        &judge.anthropic_base_url(),
+        "--judge-model",
+        "claude-haiku-4-5",
+        "--out",
+        &results.display().to_string(),
+        "--timeout",
+        "2s",
+        "--parse-retries",
+        "2",
+        "--no-cache",
+        "--json",
+    ];
+    let (code, stdout, stderr) = eval_runner(&args, &[("ANTHROPIC_API_KEY", "sk-ant-test-2")])?;
+    assert_eq!(code, 1, "some pairs failed: {stdout}{stderr}");
+    let summary: Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(summary["bad_lines"], 2, "{summary}");
+    assert_eq!(
+        summary["metrics"]["helpfulness"]["failures"], 2,
+        "{summary}"
+    );
+    assert_eq!(summary["metrics"]["helpfulness"]["n"], 7, "{summary}");
+    let by_item: BTreeMap<String, Value> = jsonl(&results)?
+        .into_iter()
+        .map(|l| (l["item_id"].as_str().unwrap_or_default().to_string(), l))
+        .collect();
+    assert_eq!(by_item.len(), answers.len());
+    let r = |n: usize| &by_item[&format!("item-{n}")];
+    assert_eq!(
+        (r(0)["score"].as_f64(), r(0)["attempts"].as_u64()),
+        (Some(0.75), Some(1))
+    );
+    assert_eq!(
+        (r(1)["error"].clone(), r(1)["attempts"].as_u64()),
+        (Value::Null, Some(3))
+    );
+    assert_eq!(r(2)["attempts"].as_u64(), Some(2));
+    assert_eq!(
+        (r(3)["error"].clone(), r(3)["attempts"].as_u64()),
+        (Value::Null, Some(2))
+    );
+    assert_eq!(r(4)["score"].as_f64(), Some(0.75), "verdict found in prose");
+    assert_eq!(
+        r(5)["score"].as_f64(),
+        Some(0.75),
+        "score given as a string"
+    );
+    assert!(
+        r(6)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not JSON")),
+        "{}",
+        r(6)
+    );
+    assert!(r(6)["raw_answer"].is_string());
+    assert_eq!(
+        r(6)["attempts"].as_u64(),
+        Some(3),
+        "asked 1 + --parse-retries times"
+    );
+    assert!(
+        r(7)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("outside")),
+        "{}",
+        r(7)
+    );
+    assert_eq!(
+        (r(8)["score"].as_f64(), r(8)["raw_score"].as_f64()),
+        (Some(0.25), Some(2.0))
+    );
+    for req in judge.requests() {
+        assert_eq!(req.path, "/v1/messages");
+        assert_eq!(
+            req.headers.get("x-api-key").map(String::as_str),
+            Some("sk-ant-test-2")
+        );
+        assert!(req.headers.contains_key("anthropic-version"));
+        assert_eq!(req.body["tool_choice"]["type"], "tool");
+    }
+
+    // A rerun judges only the two failures again (they fail again), nothing else.
+    let before = judge.request_count();
+    let (code, _, _) = eval_runner(&args, &[("ANTHROPIC_API_KEY", "sk-ant-test-2")])?;
+    assert_eq!(code, 1);
+    assert_eq!(judge.request_count() - before, 2 * 3);
+    assert_eq!(
+        jsonl(&results)?.len(),
+        answers.len(),
+        "still one line per pair"
+    );
+
+    // Refused credentials stop the run with exit 3, without printing the key.
+    let (code, stdout, stderr) = eval_runner(
+        &[
+            &args[..10],
+            &["--out", &dir.path().join("r2.jsonl").display().to_string()],
+        ]
+        .concat(),
+        &[("ANTHROPIC_API_KEY", "sk-ant-WRONG-3")],
+    )?;
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("refused") && stderr.contains("401"),
+        "{stderr}"
+    );
+    assert!(!format!("{stdout}{stderr}").contains("sk-ant-WRONG-3"));
+    Ok(())
+}
+
+#[test]
+fn bad_arguments_and_unusable_datasets_exit_2_with_the_reason() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let dataset = dir.path().join("d.jsonl");
+    write_lines(&dataset, &[item(1, "q", "a")])?;
+    let d = dataset.display().to_string();
+    let out = dir.path().join("r.jsonl").display().to_string();
+    let base = [
+        "--dataset",
+        &d,
+        "--out",
+        &out,
+        "--judge-url",
+        "http://127.0.0.1:9/v1",
+    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![], "--judge-model"),
+        (
+            vec!["--judge-model", "m", "--metrics", "vibes"],
+            "unknown metric \"vibes\"",
+        ),
+        (
+            vec!["--judge-model", "m", "--judge", "gemini"],
+            "expected openai or anthropic",
+        ),
+        (
+            vec!["--judge-model", "m", "--emit", "grpc://x:1"],
+            "otlp-grpc://",
+        ),
+        (
+            vec!["--judge-model", "m", "--mask", "ssn"],
+            "expected email or phone",
+        ),
+        (vec!["--judge-model", "m", "--timeout", "soon"], "--timeout"),
+    ];
+    for (extra, message) in cases {
+        let (code, _, stderr) = eval_runner(&[&base[..], &extra[..]].concat(), &[])?;
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        assert!(stderr.contains(message), "{extra:?}: {stderr}");
+    }
+    write_lines(
+        &dataset,
+        &[r#"{"messages":[{"role":"user","content":"hi"}]}"#.into()],
+    )?;
+    let (code, _, stderr) = eval_runner(&[&base[..], &["--judge-model", "m"]].concat(), &[])?;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--format items"), "{stderr}");
+    Ok(())
+}
+
+/// kill -9 halfway, rerun: one verdict per (item, metric), no duplicate score spans in the
+/// store, judged pairs not asked again; an unchanged dataset then costs no judge call at all.
+/// Masking: the judge never sees the e-mail address.
+#[test]
+fn killed_run_resumes_without_duplicates_and_reruns_reuse_verdicts() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let judge = JudgeServer::start(JudgeConfig {
+        latency: Duration::from_millis(100),
+        ..JudgeConfig::default()
+    })?;
+    let dataset = dir.path().join("d.jsonl");
+    let mut lines: Vec<String> = (0..30)
+        .map(|n| item(n, &format!("question {n}"), &format!("answer {n}")))
+        .collect();
+    lines.push(item(30, "write to ana.lopez@example.com please", "done"));
+    write_lines(&dataset, &lines)?;
+    let pairs = lines.len() * 2;
+    let store = dir.path().join("store");
+    let results = dir.path().join("r.jsonl");
+    let cache = dir.path().join("cache");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "--dataset",
+            &dataset.display().to_string(),
+            "--metrics",
+            "helpfulness,faithfulness",
+            "--judge-url",
+            &judge.openai_base_url(),
+            "--judge-model",
+            "gpt-4o-mini",
+            "--out",
+            &out.display().to_string(),
+            "--emit-store",
+            &store.display().to_string(),
+            "--cache-dir",
+            &cache.display().to_string(),
+            "--concurrency",
+            "2",
+            "--mask",
+            "email",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut child = Command::new(bin_path("eval-runner")?)
+        .args(args(&results))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&results).map_or(0, |t| t.lines().count()) < 10 {
+        assert!(Instant::now() < deadline, "no results after 60 s");
+        assert!(
+            child.try_wait()?.is_none(),
+            "finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait()?;
+    let after_kill = jsonl(&results).map_or(0, |l| l.len());
+    assert!(
+        after_kill < pairs,
+        "killed halfway: {after_kill} of {pairs}"
+    );
+
+    let args_s = args(&results);
+    let a: Vec<&str> = args_s.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = eval_runner(&a, &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let lines_out = jsonl(&results)?;
+    assert_eq!(lines_out.len(), pairs);
+    let keys: BTreeSet<(String, String)> = lines_out
+        .iter()
+        .map(|l| (l["item_id"].to_string(), l["metric"].to_string()))
+        .collect();
+    assert_eq!(keys.len(), pairs, "one line per (item, metric)");
+    assert!(
+        lines_out
+            .iter()
+            .all(|l| l["error"].is_null() && l["score"].is_number())
+    );
+    // Pairs in flight at the kill are asked again; nothing else.
+    assert!(
+        judge.request_count() <= pairs + 2,
+        "{} judge requests for {pairs} pairs",
+        judge.request_count()
+    );
+    for r in judge.requests() {
+        assert!(!r.prompt_text.contains("ana.lopez@example.com"));
+    }
+    assert!(
+        judge
+            .requests()
+            .iter()
+            .any(|r| r.prompt_text.contains("[EMAIL]"))
+    );
+
+    // The store holds one score span per pair, each linked to its judged span.
+    let rows = local_store_rows(&store)?;
+    let scores: Vec<_> = rows
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|r| r.attribute("gen_ai.evaluation.name").is_some())
+        .collect();
+    let span_ids: BTreeSet<&str> = scores.iter().map(|r| r.span_id.as_str()).collect();
+    assert_eq!(span_ids.len(), pairs, "one score span per pair");
+    for s in &scores {
+        let link = s.links.first().ok_or("score span without a link")?;
+        assert!(
+            link.trace_id.starts_with("00000000000000000000000000e0"),
+            "{link:?}"
+        );
+    }
+    let (code, stdout, stderr) = curate(
+        &store,
+        &[
+            "--all",
+            "--sql",
+            "SELECT count(*) AS n FROM evals",
+            "--json",
+        ],
+    )?;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(serde_json::from_str::<Value>(stdout.trim())?["n"], pairs);
+
+    // Same dataset, new results file: every verdict comes from the cache.
+    let before = judge.request_count();
+    let again = dir.path().join("again.jsonl");
+    let args_s = args(&again);
+    let a: Vec<&str> = args_s.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = eval_runner(&a, &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        judge.request_count(),
+        before,
+        "no judge call for unchanged items"
+    );
+    let reused = jsonl(&again)?;
+    assert_eq!(reused.len(), pairs);
+    assert!(reused.iter().all(|l| l["reused"] == "cache"));
+    Ok(())
+}
