@@ -267,8 +267,8 @@ async fn scores_come_back_through_ingest_and_low_score_selects_the_low_traces() 
 
 /// Anthropic's API shape, with the faults real judges produce: each is retried or recorded as
 /// that item's failure, and the rest of the batch is judged.
-#[test]
-fn anthropic_judge_faults_are_retried_or_recorded_per_item() -> TestResult {
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_judge_faults_are_retried_or_recorded_per_item() -> TestResult {
     let dir = tempfile::tempdir()?;
     let judge = JudgeServer::start(JudgeConfig {
         api_key: Some("sk-ant-test-2".into()),
@@ -315,8 +315,30 @@ fn anthropic_judge_faults_are_retried_or_recorded_per_item() -> TestResult {
         "--no-cache",
         "--json",
     ];
-    let (code, stdout, stderr) = eval_runner(&args, &[("ANTHROPIC_API_KEY", "sk-ant-test-2")])?;
+    // Score spans go over OTLP/HTTP this time.
+    let mut ingest = Ingest::start(&IngestOpts::local(dir.path()))?;
+    let emit = format!("otlp-http://{}", ingest.http);
+    let first_run = [&args[..], &["--emit", &emit]].concat();
+    let (code, stdout, stderr) =
+        eval_runner(&first_run, &[("ANTHROPIC_API_KEY", "sk-ant-test-2")])?;
     assert_eq!(code, 1, "some pairs failed: {stdout}{stderr}");
+    assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
+    let rows = local_store_rows(&dir.path().join("store"))?;
+    let scored: BTreeSet<&str> = rows
+        .iter()
+        .filter(|(_, r)| r.attribute("gen_ai.evaluation.name") == Some("helpfulness"))
+        .filter_map(|(_, r)| r.attribute("trace2eval.eval.item_id"))
+        .collect();
+    assert_eq!(
+        scored.len(),
+        7,
+        "a span per verdict, none for failures: {scored:?}"
+    );
+    let root = rows
+        .iter()
+        .find(|(_, r)| r.name == "eval-run")
+        .ok_or("no eval-run root span")?;
+    assert_eq!(root.1.status_code, "ERROR", "the run had failures");
     let summary: Value = serde_json::from_str(stdout.trim())?;
     assert_eq!(summary["bad_lines"], 2, "{summary}");
     assert_eq!(
@@ -604,5 +626,41 @@ fn killed_run_resumes_without_duplicates_and_reruns_reuse_verdicts() -> TestResu
     let reused = jsonl(&again)?;
     assert_eq!(reused.len(), pairs);
     assert!(reused.iter().all(|l| l["reused"] == "cache"));
+    Ok(())
+}
+
+/// --rpm spaces requests out: 6 requests at 120 per minute (2 per second, one second's worth
+/// at once) cannot all go in less than 1.5 s however fast the judge is.
+#[test]
+fn requests_per_minute_limit_spaces_requests_out() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let judge = JudgeServer::start(JudgeConfig::default())?;
+    let dataset = dir.path().join("d.jsonl");
+    let lines: Vec<String> = (0..6).map(|n| item(n, &format!("q{n}"), "a")).collect();
+    write_lines(&dataset, &lines)?;
+    let started = Instant::now();
+    let (code, stdout, stderr) = eval_runner(
+        &[
+            "--dataset",
+            &dataset.display().to_string(),
+            "--judge-url",
+            &judge.openai_base_url(),
+            "--judge-model",
+            "m",
+            "--out",
+            &dir.path().join("r.jsonl").display().to_string(),
+            "--rpm",
+            "120",
+            "--no-cache",
+        ],
+        &[],
+    )?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(judge.request_count(), 6);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
     Ok(())
 }
