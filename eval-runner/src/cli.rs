@@ -133,6 +133,25 @@ pub struct Args {
     /// Print the summary as one JSON object.
     #[arg(long, env = "EVAL_JSON")]
     pub json: bool,
+    /// Log format on stderr: text or json (level from RUST_LOG, default warn). [default: text]
+    #[arg(long, env = "EVAL_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// An API key: used in requests, never printed (`Debug` shows `***`).
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// Which judge API.
@@ -169,7 +188,7 @@ pub struct Config {
     pub provider: Provider,
     pub judge_url: String,
     pub judge_model: String,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     pub out: PathBuf,
     pub emit: Emit,
     pub tenant: String,
@@ -187,6 +206,7 @@ pub struct Config {
     pub prices: Option<PathBuf>,
     pub limit: Option<usize>,
     pub json: bool,
+    pub log_json: bool,
 }
 
 impl Args {
@@ -226,7 +246,8 @@ impl Args {
             mask,
             mask_regex,
             prices,
-            limit
+            limit,
+            log_format
         ))
     }
 
@@ -303,7 +324,17 @@ impl Args {
                 })
                 .ok()
             })
-            .filter(|k| !k.is_empty());
+            .filter(|k| !k.is_empty())
+            .map(Secret);
+        let log_json = match a.log_format.as_deref().unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(bad(format!(
+                    "--log-format {other:?}: expected text or json"
+                )));
+            }
+        };
         let cache_dir = if a.no_cache {
             None
         } else {
@@ -334,6 +365,7 @@ impl Args {
             prices: a.prices,
             limit: a.limit,
             json: a.json,
+            log_json,
         })
     }
 }

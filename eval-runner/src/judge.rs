@@ -50,7 +50,7 @@ pub struct Judge {
     provider: Provider,
     url: String,
     model: String,
-    api_key: Option<String>,
+    api_key: Option<crate::cli::Secret>,
     max_tokens: u32,
     temperature: f64,
     max_retries: u32,
@@ -194,12 +194,12 @@ impl Judge {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
         req = match (self.provider, &self.api_key) {
-            (Provider::OpenAi, Some(k)) => req.bearer_auth(k),
+            (Provider::OpenAi, Some(k)) => req.bearer_auth(k.expose()),
             (Provider::OpenAi, None) => req,
             (Provider::Anthropic, key) => {
                 let req = req.header("anthropic-version", "2023-06-01");
                 match key {
-                    Some(k) => req.header("x-api-key", k),
+                    Some(k) => req.header("x-api-key", k.expose()),
                     None => req,
                 }
             }

@@ -37,12 +37,11 @@ use crate::summary::Summary;
 const BATCH_LINES: usize = 256;
 const BATCH_AGE: Duration = Duration::from_secs(1);
 
-/// One (item, metric) pair to judge.
+/// One (item, metric) pair to judge; its prompt is rendered when its request starts, so a
+/// large dataset does not hold every prompt in memory.
 struct Job {
     item: Arc<Item>,
     metric: Arc<Metric>,
-    system: String,
-    user: String,
     cache_key: String,
 }
 
@@ -105,8 +104,13 @@ fn line(item: &Item, metric: &str, cfg: &Config, run_id: &str) -> ResultLine {
     }
 }
 
-/// Runs one eval-runner invocation.
-pub async fn run(cfg: Config) -> Result<Outcome, EvalError> {
+/// Runs one eval-runner invocation. When `shutdown` resolves (SIGTERM, SIGINT), requests in
+/// flight are abandoned, finished verdicts are delivered and recorded, and the run ends as
+/// interrupted (exit 1); a rerun resumes.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Outcome, EvalError> {
     let started = Instant::now();
     let metrics: Vec<Arc<Metric>> = Metric::resolve(&cfg.metrics, cfg.metrics_file.as_deref())?
         .into_iter()
@@ -145,12 +149,6 @@ pub async fn run(cfg: Config) -> Result<Outcome, EvalError> {
                 pending.lines.push(r);
                 continue;
             }
-            let (system, user) = metric.render(&item);
-            let user = if masker.is_empty() {
-                user
-            } else {
-                masker.apply(&user)
-            };
             let key = hex::encode(Sha256::digest(
                 serde_json::json!([
                     item.content_hash,
@@ -181,8 +179,6 @@ pub async fn run(cfg: Config) -> Result<Outcome, EvalError> {
             jobs.push(Job {
                 item: item.clone(),
                 metric: metric.clone(),
-                system,
-                user,
                 cache_key: key,
             });
         }
@@ -197,21 +193,26 @@ pub async fn run(cfg: Config) -> Result<Outcome, EvalError> {
     }
     progress.inc(pending.lines.len() as u64);
 
-    let judge = &judge;
+    let (judge, masker) = (&judge, &masker);
     let mut stream = futures::stream::iter(jobs)
         .map(|job| async move {
-            let judged = judge.judge(&job.metric, &job.system, &job.user).await;
+            let (system, user) = job.metric.render(&job.item);
+            let user = if masker.is_empty() {
+                user
+            } else {
+                masker.apply(&user)
+            };
+            let judged = judge.judge(&job.metric, &system, &user).await;
             (job, judged)
         })
         .buffer_unordered(cfg.concurrency);
     let mut fatal = None;
     let mut interrupted = false;
-    let mut sigterm = terminate_signal();
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let next = tokio::select! {
             n = stream.next() => n,
-            _ = tokio::signal::ctrl_c() => { interrupted = true; None }
-            _ = &mut sigterm => { interrupted = true; None }
+            () = &mut shutdown => { interrupted = true; None }
         };
         let Some((job, judged)) = next else { break };
         progress.inc(1);
@@ -294,18 +295,4 @@ async fn flush(
     }
     pending.since = Instant::now();
     Ok(())
-}
-
-/// Resolves when SIGTERM arrives (a scheduler stopping the job); never on other platforms.
-fn terminate_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut s) = signal(SignalKind::terminate()) {
-            return Box::pin(async move {
-                s.recv().await;
-            });
-        }
-    }
-    Box::pin(std::future::pending())
 }

@@ -11,17 +11,13 @@ async fn main() {
             std::process::exit(e.exit_code());
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let result = match args.resolve() {
         Ok(cfg) => {
+            init_logging(cfg.log_json);
             let json = cfg.json;
-            eval_runner::run(cfg).await.map(|o| (o, json))
+            eval_runner::run(cfg, shutdown_signal())
+                .await
+                .map(|o| (o, json))
         }
         Err(e) => Err(e),
     };
@@ -42,4 +38,34 @@ async fn main() {
             std::process::exit(e.exit_code());
         }
     }
+}
+
+fn init_logging(json: bool) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (a scheduler stopping the job).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

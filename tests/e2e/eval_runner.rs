@@ -664,3 +664,107 @@ fn requests_per_minute_limit_spaces_requests_out() -> TestResult {
     );
     Ok(())
 }
+
+/// Options from a TOML file and EVAL_* variables, flags over both; unknown keys are an error.
+#[test]
+fn config_file_and_environment_fill_in_options() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let judge = JudgeServer::start(JudgeConfig::default())?;
+    let dataset = dir.path().join("d.jsonl");
+    write_lines(&dataset, &[item(1, "q", "a")])?;
+    let config = dir.path().join("eval.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "dataset = {:?}\nmetrics = [\"relevance\"]\njudge_model = \"from-file\"\nno_cache = true\n",
+            dataset.display().to_string()
+        ),
+    )?;
+    let out = dir.path().join("r.jsonl");
+    let (code, stdout, stderr) = eval_runner(
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+        &[
+            ("EVAL_JUDGE_URL", judge.openai_base_url().as_str()),
+            ("EVAL_JUDGE_MODEL", "from-env"),
+        ],
+    )?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let lines = jsonl(&out)?;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["metric"], "relevance", "metric from the file");
+    assert_eq!(lines[0]["judge_model"], "from-env", "environment over file");
+    assert_eq!(judge.requests()[0].body["model"], "from-env");
+
+    std::fs::write(&config, "judge_modle = \"typo\"\n")?;
+    let (code, _, stderr) = eval_runner(&["--config", &config.display().to_string()], &[])?;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("judge_modle"), "{stderr}");
+    Ok(())
+}
+
+/// SIGTERM (a scheduler stopping the job): finished verdicts are recorded, the run says it was
+/// interrupted and exits 1, and a rerun completes the rest.
+#[test]
+fn sigterm_records_what_is_done_and_a_rerun_finishes() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let judge = JudgeServer::start(JudgeConfig {
+        latency: Duration::from_millis(150),
+        ..JudgeConfig::default()
+    })?;
+    let dataset = dir.path().join("d.jsonl");
+    let lines: Vec<String> = (0..20).map(|n| item(n, &format!("q{n}"), "a")).collect();
+    write_lines(&dataset, &lines)?;
+    let out = dir.path().join("r.jsonl");
+    let args: Vec<String> = [
+        "--dataset",
+        &dataset.display().to_string(),
+        "--judge-url",
+        &judge.openai_base_url(),
+        "--judge-model",
+        "m",
+        "--out",
+        &out.display().to_string(),
+        "--concurrency",
+        "1",
+        "--no-cache",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let child = Command::new(bin_path("eval-runner")?)
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(Instant::now() < deadline, "no results after 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    assert!(status.success());
+    let output = child.wait_with_output()?;
+    let stdout = String::from_utf8(output.stdout)?;
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    let done = jsonl(&out)?.len();
+    assert!((3..20).contains(&done), "{done} lines");
+
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = eval_runner(&a, &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(jsonl(&out)?.len(), 20);
+    assert_eq!(
+        judge.request_count(),
+        20 + 1,
+        "only the request in flight is asked twice"
+    );
+    Ok(())
+}
