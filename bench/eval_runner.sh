@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 items=${1:-4000} latency=${2:-50} conc=${3:-64}
 bin=target/release
 work=$(mktemp -d)
-trap 'kill "$judge_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "$judge_pid" 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$work/results.jsonl" "$KEEP"; rm -rf "$work"' EXIT
 "$bin/judge-server" --latency-ms "$latency" >"$work/judge.out" &
 judge_pid=$!
 for _ in $(seq 100); do grep -q listening "$work/judge.out" 2>/dev/null && break; sleep 0.05; done

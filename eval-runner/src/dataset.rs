@@ -188,8 +188,21 @@ mod tests {
         let phoenix = format!(
             r#"{{"input":{{"messages":[{{"role":"user","content":"hi"}}],"context":["doc"]}},"output":{{"content":"hello"}},"metadata":{{"model":"m","trace_id":"{T}","span_id":"{S}","id":"x"}}}}"#
         );
+        let langfuse = format!(
+            r#"{{"id":"x","input":{{"messages":[{{"role":"user","content":"hi"}}],"context":["doc"]}},"expectedOutput":"hello!","metadata":{{"model":"m"}},"sourceTraceId":"{T}","sourceObservationId":"{S}"}}"#
+        );
         let a = parse_line(&items).expect("items");
         let b = parse_line(&phoenix).expect("phoenix");
+        let c = parse_line(&langfuse).expect("langfuse");
+        assert_eq!(
+            (c.id.as_str(), c.trace_id.as_str(), c.span_id.as_str()),
+            ("x", T, S)
+        );
+        assert_eq!(
+            (c.input.clone(), c.context.clone()),
+            (a.input.clone(), a.context.clone())
+        );
+        assert_eq!(c.expected.as_deref(), Some("hello!"));
         assert_eq!((a.id.as_str(), a.output.as_str()), ("x", "hello"));
         assert_eq!((b.trace_id.as_str(), b.span_id.as_str()), (T, S));
         assert_eq!(a.input, b.input);

@@ -150,6 +150,17 @@ async fn scores_come_back_through_ingest_and_low_score_selects_the_low_traces() 
     assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
     let summary: Value = serde_json::from_str(stdout.trim())?;
     assert_eq!(summary["metrics"]["helpfulness"]["n"], items.len());
+    // Judge tokens priced with the shipped table (gpt-4o-mini: 0.15 / 0.60 USD per million).
+    let (tin, tout) = (
+        summary["judge_input_tokens"].as_f64().unwrap_or_default(),
+        summary["judge_output_tokens"].as_f64().unwrap_or_default(),
+    );
+    assert!(tin > 0.0 && tout > 0.0, "{summary}");
+    let cost = summary["judge_cost_usd"].as_f64().unwrap_or_default();
+    assert!(
+        (cost - (tin * 0.15 + tout * 0.60) / 1e6).abs() < 1e-12,
+        "{summary}"
+    );
     assert_eq!(judge.request_count(), items.len() * 2);
     for r in judge.requests() {
         assert_eq!(
@@ -766,5 +777,51 @@ fn sigterm_records_what_is_done_and_a_rerun_finishes() -> TestResult {
         20 + 1,
         "only the request in flight is asked twice"
     );
+    Ok(())
+}
+
+/// --tpm spaces requests by their estimated tokens, and a Retry-After of 2 s is waited out.
+#[test]
+fn tokens_per_minute_and_retry_after_delay_requests() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let judge = JudgeServer::start(JudgeConfig::default())?;
+    let dataset = dir.path().join("d.jsonl");
+    let lines: Vec<String> = (0..4).map(|n| item(n, &format!("q{n}"), "a")).collect();
+    write_lines(&dataset, &lines)?;
+    let run = |extra: &[&str], out: &str| -> TestResult<Duration> {
+        let started = Instant::now();
+        let out = dir.path().join(out).display().to_string();
+        let base = [
+            "--dataset",
+            &dataset.display().to_string(),
+            "--judge-url",
+            &judge.openai_base_url(),
+            "--judge-model",
+            "m",
+            "--out",
+            &out,
+            "--no-cache",
+        ];
+        let (code, stdout, stderr) = eval_runner(&[&base[..], extra].concat(), &[])?;
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        Ok(started.elapsed())
+    };
+    // Each request is estimated at over 1000 tokens (--max-tokens 1000 plus the prompt);
+    // 60000 per minute refill 1000 a second. The first request goes at once on a full bucket
+    // (one second's worth), each later one waits for the debt of the one before: 4 requests
+    // need more than 2 s.
+    let took = run(&["--tpm", "60000", "--max-tokens", "1000"], "tpm.jsonl")?;
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    judge.push_faults(vec![trace2eval_tests::judge::Fault::Status {
+        code: 429,
+        retry_after_secs: Some(2),
+    }]);
+    let before = judge.request_count();
+    let took = run(&["--concurrency", "1"], "retry.jsonl")?;
+    assert!(
+        took >= Duration::from_secs(2),
+        "Retry-After waited: {took:?}"
+    );
+    assert_eq!(judge.request_count() - before, 5, "4 items + 1 retry");
     Ok(())
 }
