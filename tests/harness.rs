@@ -39,6 +39,20 @@ pub fn bin_path(name: &str) -> TestResult<PathBuf> {
     Ok(path)
 }
 
+/// What a finished command printed: (exit code, stdout, stderr); the code is -1 when a signal
+/// ended it.
+pub type Ran = (i32, String, String);
+
+/// Runs `cmd` to completion and collects what it printed.
+pub fn output_of(cmd: &mut Command) -> TestResult<Ran> {
+    let out = cmd.output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout)?,
+        String::from_utf8(out.stderr)?,
+    ))
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> TestResult<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0")?;

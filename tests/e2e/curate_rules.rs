@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use trace2eval_tests::client::Grpc;
-use trace2eval_tests::harness::{Ingest, IngestOpts, TestResult, bin_path};
+use trace2eval_tests::harness::{Ingest, IngestOpts, Ran, TestResult, bin_path, output_of};
 use trace2eval_tests::planted::{NOW, Planted, planted};
 
 /// Ingests the planted corpus into `dir/store`.
@@ -23,22 +23,18 @@ async fn planted_store(dir: &Path) -> TestResult<Planted> {
 }
 
 /// Runs curate with `args` on `dir/store` at the planted NOW; returns (exit code, stdout, stderr).
-fn curate(dir: &Path, args: &[&str]) -> TestResult<(i32, String, String)> {
+pub(crate) fn curate(dir: &Path, args: &[&str]) -> TestResult<Ran> {
     curate_at(dir, NOW, args)
 }
 
-fn curate_at(dir: &Path, now: &str, args: &[&str]) -> TestResult<(i32, String, String)> {
-    let out = Command::new(bin_path("curate")?)
-        .arg("--store")
-        .arg(dir.join("store"))
-        .args(["--now", now])
-        .args(args)
-        .output()?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout)?,
-        String::from_utf8(out.stderr)?,
-    ))
+fn curate_at(dir: &Path, now: &str, args: &[&str]) -> TestResult<Ran> {
+    output_of(
+        Command::new(bin_path("curate")?)
+            .arg("--store")
+            .arg(dir.join("store"))
+            .args(["--now", now])
+            .args(args),
+    )
 }
 
 /// Exports `rule` per trace and returns the selected trace ids.

@@ -3,43 +3,51 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use trace2eval_tests::client::Grpc;
-use trace2eval_tests::harness::{Ingest, IngestOpts, TestResult, bin_path, local_store_rows};
+use trace2eval_tests::harness::{
+    Ingest, IngestOpts, Ran, TestResult, bin_path, local_store_rows, output_of,
+};
 use trace2eval_tests::judge::{JudgeConfig, JudgeServer, Verdict};
-use trace2eval_tests::planted::{NOW, planted};
+use trace2eval_tests::planted::planted;
 
-/// Runs eval-runner with `args` and extra environment; returns (exit code, stdout, stderr).
-fn eval_runner(args: &[&str], env: &[(&str, &str)]) -> TestResult<(i32, String, String)> {
-    let out = Command::new(bin_path("eval-runner")?)
-        .args(args)
+use crate::curate_rules::curate;
+
+/// eval-runner with `args` and only the API keys given in `env`.
+fn eval_runner_cmd(args: &[&str], env: &[(&str, &str)]) -> TestResult<Command> {
+    let mut cmd = Command::new(bin_path("eval-runner")?);
+    cmd.args(args)
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("EVAL_JUDGE_API_KEY")
-        .envs(env.iter().copied())
-        .output()?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout)?,
-        String::from_utf8(out.stderr)?,
-    ))
+        .envs(env.iter().copied());
+    Ok(cmd)
 }
 
-fn curate(store: &Path, args: &[&str]) -> TestResult<(i32, String, String)> {
-    let out = Command::new(bin_path("curate")?)
-        .arg("--store")
-        .arg(store)
-        .args(["--now", NOW])
-        .args(args)
-        .output()?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout)?,
-        String::from_utf8(out.stderr)?,
-    ))
+/// Runs eval-runner to completion; returns (exit code, stdout, stderr).
+fn eval_runner(args: &[&str], env: &[(&str, &str)]) -> TestResult<Ran> {
+    output_of(&mut eval_runner_cmd(args, env)?)
+}
+
+/// Starts eval-runner and returns once its results file `out` has `lines` lines.
+fn spawn_until_results(args: &[&str], out: &Path, lines: usize) -> TestResult<Child> {
+    let mut child = eval_runner_cmd(args, &[])?
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(out).map_or(0, |t| t.lines().count()) < lines {
+        assert!(Instant::now() < deadline, "no {lines} results after 60 s");
+        assert!(
+            child.try_wait()?.is_none(),
+            "finished before it could be stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
 }
 
 fn jsonl(path: &Path) -> TestResult<Vec<Value>> {
@@ -74,7 +82,6 @@ fn write_lines(path: &Path, lines: &[String]) -> TestResult {
 #[tokio::test(flavor = "multi_thread")]
 async fn scores_come_back_through_ingest_and_low_score_selects_the_low_traces() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = dir.path().join("store");
     let p = planted();
     let mut ingest = Ingest::start(&IngestOpts::local(dir.path()))?;
     Grpc::connect(ingest.grpc_url())
@@ -85,7 +92,7 @@ async fn scores_come_back_through_ingest_and_low_score_selects_the_low_traces() 
 
     let dataset = dir.path().join("dataset.jsonl");
     let (code, _, stderr) = curate(
-        &store,
+        dir.path(),
         &[
             "--rule",
             "slow",
@@ -219,7 +226,7 @@ async fn scores_come_back_through_ingest_and_low_score_selects_the_low_traces() 
          WHERE run_id = '{}'",
         summary["run_id"].as_str().unwrap_or_default()
     );
-    let (code, stdout, stderr) = curate(&store, &["--sql", &sql, "--json"])?;
+    let (code, stdout, stderr) = curate(dir.path(), &["--sql", &sql, "--json"])?;
     assert_eq!(code, 0, "{stderr}");
     let mut from_view = BTreeMap::new();
     for row in stdout.lines().map(serde_json::from_str::<Value>) {
@@ -245,7 +252,7 @@ async fn scores_come_back_through_ingest_and_low_score_selects_the_low_traces() 
     // low-score selects exactly the traces scored under 0.5 on helpfulness.
     let low = dir.path().join("low.jsonl");
     let (code, _, stderr) = curate(
-        &store,
+        dir.path(),
         &[
             "--rule",
             "low-score",
@@ -540,20 +547,9 @@ fn killed_run_resumes_without_duplicates_and_reruns_reuse_verdicts() -> TestResu
         .map(|s| s.to_string())
         .collect()
     };
-    let mut child = Command::new(bin_path("eval-runner")?)
-        .args(args(&results))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&results).map_or(0, |t| t.lines().count()) < 10 {
-        assert!(Instant::now() < deadline, "no results after 60 s");
-        assert!(
-            child.try_wait()?.is_none(),
-            "finished before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let first = args(&results);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let mut child = spawn_until_results(&first, &results, 10)?;
     child.kill()?;
     child.wait()?;
     let after_kill = jsonl(&results).map_or(0, |l| l.len());
@@ -611,7 +607,7 @@ fn killed_run_resumes_without_duplicates_and_reruns_reuse_verdicts() -> TestResu
         );
     }
     let (code, stdout, stderr) = curate(
-        &store,
+        dir.path(),
         &[
             "--all",
             "--sql",
@@ -747,16 +743,8 @@ fn sigterm_records_what_is_done_and_a_rerun_finishes() -> TestResult {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let child = Command::new(bin_path("eval-runner")?)
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()) < 3 {
-        assert!(Instant::now() < deadline, "no results after 60 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = spawn_until_results(&a, &out, 3)?;
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()?;
@@ -768,7 +756,6 @@ fn sigterm_records_what_is_done_and_a_rerun_finishes() -> TestResult {
     let done = jsonl(&out)?.len();
     assert!((3..20).contains(&done), "{done} lines");
 
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, stdout, stderr) = eval_runner(&a, &[])?;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(jsonl(&out)?.len(), 20);
