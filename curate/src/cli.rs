@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 ///   curate --store ./data --rule errors --rule costly --match all --out bad.jsonl
 ///   curate --store ./data --sql "SELECT model, count(*) FROM llm_calls GROUP BY 1"
 ///   curate rules
+///   curate job run jobs/nightly.toml
+///   curate retention --store ./data --older-than 30d --dry-run
 ///
 /// Exit codes: 0 success (an empty selection included), 1 failure, 2 bad arguments or an
 /// unknown rule.
@@ -25,7 +27,8 @@ pub struct Args {
         long,
         env = "CURATE_STORE",
         default_value = "./data",
-        value_name = "URL"
+        value_name = "URL",
+        global = true
     )]
     pub store: String,
     /// Rule to select traces with; repeat for several (see `curate rules`).
@@ -62,7 +65,7 @@ pub struct Args {
     #[arg(long)]
     pub all: bool,
     /// Only this tenant.
-    #[arg(long, env = "CURATE_TENANT")]
+    #[arg(long, env = "CURATE_TENANT", global = true)]
     pub tenant: Option<String>,
     /// Leave out traces whose last span ended less than this long ago (still receiving).
     #[arg(
@@ -96,11 +99,11 @@ pub struct Args {
     /// Seed of --sample.
     #[arg(long, default_value_t = 0, value_name = "S")]
     pub seed: u64,
-    /// Machine-readable output: JSON lines for --sql, a JSON summary for exports.
-    #[arg(long)]
+    /// Machine-readable output: JSON lines for --sql, a JSON summary for exports and jobs.
+    #[arg(long, global = true)]
     pub json: bool,
     /// The current time (RFC 3339), for reproducible runs and tests; default the clock.
-    #[arg(long, hide = true, env = "CURATE_NOW")]
+    #[arg(long, hide = true, env = "CURATE_NOW", global = true)]
     pub now: Option<String>,
 }
 
@@ -110,6 +113,44 @@ pub enum Command {
     Rules {
         #[arg(long = "rules", value_name = "FILE")]
         rules_file: Option<PathBuf>,
+    },
+    /// Scheduled jobs: select what is new, export, judge, write scores back.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+    /// Delete the partitions of the store older than --older-than (per tenant with --tenant).
+    ///
+    /// A partition (tenant, date, hour) goes when all of its hour is older than the cutoff.
+    /// Exit codes: 0 done (or nothing to delete), 1 failure, 2 bad arguments.
+    Retention {
+        /// Age of the partitions to delete, e.g. 30d, 12h.
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Run a job file: select the traces that settled since the last successful run, export
+    /// a dated dataset with its manifest, judge it, write the scores back, move the watermark.
+    ///
+    /// Safe to run twice (the second run finds nothing new), to crash (the next run resumes
+    /// the unfinished window) and concurrently (the second run exits 3). See
+    /// examples/nightly-job.toml.
+    ///
+    /// Exit codes: 0 done (nothing new included), 1 failed (the watermark did not move; rerun
+    /// to resume), 2 bad job file, 3 another run of the job holds it or the judge refused the
+    /// credentials.
+    Run {
+        /// The job file (TOML; `${VAR}` and `${VAR:-default}` take values from the environment).
+        file: PathBuf,
+        /// Say what would be selected and judged, and the estimated judge cost; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -15,6 +15,12 @@ pub enum CurateError {
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("store: {0}")]
     Store(#[from] object_store::Error),
+    /// A job run failed; its watermark did not move (exit code 1).
+    #[error("{0}")]
+    JobFailed(String),
+    /// Another run holds the job, or the judge refused the credentials (exit code 3).
+    #[error("{0}")]
+    JobRefused(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -31,10 +37,12 @@ impl CurateError {
         }
     }
 
-    /// 2 for bad arguments or an unknown rule, 1 for any other failure.
+    /// 2 for bad arguments or an unknown rule, 3 for a job that may not run now, 1 for any
+    /// other failure.
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::BadArgs(_) | Self::UnknownRule { .. } => 2,
+            Self::JobRefused(_) => 3,
             _ => 1,
         }
     }

@@ -116,17 +116,18 @@ async fn query(catalog: &Catalog, sql: &str) -> Result<Vec<RecordBatch>, CurateE
     Ok(catalog.ctx.sql(sql).await?.collect().await?)
 }
 
-/// The selected traces (joined to `selected`) that ended before `settled_before`, by start.
+/// The selected traces that satisfy `eligible`, a predicate over `traces t` (the settle
+/// window; for a job also the trace start times of its run).
 pub async fn selected_traces(
     catalog: &Catalog,
-    settled_before: &str,
+    eligible: &str,
 ) -> Result<Vec<TraceRow>, CurateError> {
     let sql = format!(
         "SELECT t.trace_id, t.tenant, t.root_span_id, t.root_name, t.root_service, \
          arrow_cast(t.start_time, 'Int64') AS start_ns, t.root_duration_ns, t.has_error, \
          t.input_tokens, t.output_tokens, t.cost_usd, t.session_id, t.user_id, s.rules \
          FROM traces t JOIN selected s ON t.trace_id = s.trace_id \
-         WHERE t.end_time <= {settled_before} ORDER BY t.start_time, t.trace_id"
+         WHERE {eligible} ORDER BY t.start_time, t.trace_id"
     );
     let mut out = Vec::new();
     for b in query(catalog, &sql).await? {

@@ -10,8 +10,10 @@ pub mod cli;
 pub mod error;
 pub mod export;
 pub mod extract;
+pub mod job;
 pub mod manifest;
 pub mod prices;
+pub mod retention;
 pub mod rules;
 pub mod select;
 pub mod window;
@@ -24,7 +26,7 @@ use schemas::prices::Prices;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogOptions};
-use crate::cli::{Args, Command};
+use crate::cli::{Args, Command, JobCommand};
 use crate::error::CurateError;
 use crate::select::RuleQuery;
 use crate::window::{Window, parse_duration, parse_time, sql_time};
@@ -157,37 +159,87 @@ async fn print_query(catalog: &Catalog, sql: &str, json: bool) -> Result<String,
 
 /// Runs one `curate` invocation; returns what to print on stdout.
 pub async fn run(args: Args) -> Result<String, CurateError> {
-    if let Some(Command::Rules { rules_file }) = &args.command {
-        let custom = match rules_file.as_ref().or(args.rules_file.as_ref()) {
-            Some(p) => rules::load_rules_file(p)?,
-            None => Default::default(),
-        };
-        return Ok(rules::describe(&custom));
+    match &args.command {
+        Some(Command::Rules { rules_file }) => {
+            let custom = match rules_file.as_ref().or(args.rules_file.as_ref()) {
+                Some(p) => rules::load_rules_file(p)?,
+                None => Default::default(),
+            };
+            return Ok(rules::describe(&custom));
+        }
+        Some(Command::Job {
+            command: JobCommand::Run { file, dry_run },
+        }) => return job::run(file, *dry_run, now(&args)?, args.json).await,
+        Some(Command::Retention {
+            older_than,
+            dry_run,
+        }) => {
+            return retention::run(
+                &args.store,
+                args.tenant.as_deref(),
+                older_than,
+                *dry_run,
+                now(&args)?,
+                args.json,
+            )
+            .await;
+        }
+        None => {}
     }
-    let started = Instant::now();
     let now = now(&args)?;
     let window = window(&args, now)?;
+    if let Some(sql) = args.sql.as_deref().filter(|_| args.out.is_none()) {
+        let prices = Prices::load(args.prices.as_deref())
+            .map_err(|e| CurateError::BadArgs(e.to_string()))?;
+        let catalog = Catalog::open(
+            &args.store,
+            CatalogOptions {
+                window,
+                tenant: args.tenant.clone(),
+                prices,
+            },
+        )
+        .await?;
+        return print_query(&catalog, sql, args.json).await;
+    }
+    let summary = export_dataset(&args, now, window, None).await?;
+    Ok(if args.json {
+        format!("{}\n", serde_json::to_string(&summary).unwrap_or_default())
+    } else {
+        format!("{summary}\n")
+    })
+}
+
+/// Trace start times a job run takes: `since <= trace start < until`.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceStarts {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+/// Selects with the rules of `args` over `window` (and, for a job, only traces starting in
+/// `trace_starts`), and writes the dataset and its manifest to `args.out`.
+pub async fn export_dataset(
+    args: &Args,
+    now: DateTime<Utc>,
+    window: Window,
+    trace_starts: Option<TraceStarts>,
+) -> Result<Summary, CurateError> {
+    let started = Instant::now();
     let settle = parse_duration(&args.settle)?;
     // Both ways the table can be wrong (unreadable, bad TOML) are the `--prices` argument's.
     let prices =
         Prices::load(args.prices.as_deref()).map_err(|e| CurateError::BadArgs(e.to_string()))?;
     // Arguments are checked before the store is opened, so a typo exits 2 at once.
-    let print_sql = args.sql.as_deref().filter(|_| args.out.is_none());
-    let (out, queries) = match print_sql {
-        Some(_) => (None, Vec::new()),
-        None => {
-            let out = args.out.clone().ok_or_else(|| {
-                CurateError::BadArgs(
-                    "--out FILE is required to export a dataset (or give --sql to print a query)"
-                        .into(),
-                )
-            })?;
-            if args.sample.is_some_and(|n| n == 0) {
-                return Err(CurateError::BadArgs("--sample must be at least 1".into()));
-            }
-            (Some(out), rule_queries(&args)?)
-        }
-    };
+    let out = args.out.clone().ok_or_else(|| {
+        CurateError::BadArgs(
+            "--out FILE is required to export a dataset (or give --sql to print a query)".into(),
+        )
+    })?;
+    if args.sample.is_some_and(|n| n == 0) {
+        return Err(CurateError::BadArgs("--sample must be at least 1".into()));
+    }
+    let queries = rule_queries(args)?;
     // A bar on stderr, one step per rule plus settling and exporting; indicatif draws nothing
     // when stderr is not a terminal (cron, CI, pipes).
     let progress = indicatif::ProgressBar::new_spinner();
@@ -202,10 +254,6 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
         },
     )
     .await?;
-    let (Some(out), None) = (out, print_sql) else {
-        progress.finish_and_clear();
-        return print_query(&catalog, print_sql.unwrap_or_default(), args.json).await;
-    };
     let files = manifest::source_files(&catalog, &window, args.tenant.as_deref()).await?;
     progress.set_length(queries.len() as u64 + 2);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -222,7 +270,15 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
     progress.set_message(format!("settling {} selected traces", combined.len()));
     progress.inc(1);
     select::register_selected(&catalog, &combined)?;
-    let settled = export::selected_traces(&catalog, &sql_time(now - settle)).await?;
+    let mut eligible = format!("t.end_time <= {}", sql_time(now - settle));
+    if let Some(ts) = trace_starts {
+        eligible.push_str(&format!(
+            " AND t.start_time >= {} AND t.start_time < {}",
+            sql_time(ts.since),
+            sql_time(ts.until)
+        ));
+    }
+    let settled = export::selected_traces(&catalog, &eligible).await?;
     let not_settled = combined.len() - settled.len();
     let traces = select::sample_and_limit(settled, args.sample, args.seed, args.limit);
     let kept: std::collections::BTreeMap<String, Vec<String>> = traces
@@ -251,12 +307,8 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
         manifest: written.manifest_path.display().to_string(),
         seconds: started.elapsed().as_secs_f64(),
     };
-    manifest::write_manifest(&written, &args, &queries, window, now, &summary, files)?;
-    Ok(if args.json {
-        format!("{}\n", serde_json::to_string(&summary).unwrap_or_default())
-    } else {
-        format!("{summary}\n")
-    })
+    manifest::write_manifest(&written, args, &queries, window, now, &summary, files)?;
+    Ok(summary)
 }
 
 async fn scanned_traces(catalog: &Catalog) -> Result<u64, CurateError> {

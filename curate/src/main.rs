@@ -1,5 +1,5 @@
 use clap::Parser;
-use curate::cli::Args;
+use curate::cli::{Args, Command};
 
 #[tokio::main]
 async fn main() {
@@ -11,10 +11,15 @@ async fn main() {
             std::process::exit(e.exit_code());
         }
     };
+    // Jobs and retention log what they do (with the run id) at info; queries only warnings.
+    let level = match args.command {
+        Some(Command::Job { .. } | Command::Retention { .. }) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -65,7 +65,6 @@ pub fn write(out: &Path, lines: &[String]) -> Result<Written, CurateError> {
     })
 }
 
-/// The span files of the store within the window, as store paths.
 /// The Parquet files of the store inside the window (and of `tenant`, when given), sorted.
 pub async fn source_files(
     catalog: &Catalog,

@@ -133,6 +133,10 @@ pub struct Args {
     /// Print the summary as one JSON object.
     #[arg(long, env = "EVAL_JSON")]
     pub json: bool,
+    /// Run id of the score spans (they form one eval-run trace per run id). [default: the run
+    /// id in --out when resuming, else a new ULID]
+    #[arg(long, env = "EVAL_RUN_ID", value_name = "ID")]
+    pub run_id: Option<String>,
     /// Log format on stderr: text or json (level from RUST_LOG, default warn). [default: text]
     #[arg(long, env = "EVAL_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -207,6 +211,7 @@ pub struct Config {
     pub limit: Option<usize>,
     pub json: bool,
     pub log_json: bool,
+    pub run_id: Option<String>,
 }
 
 impl Args {
@@ -247,6 +252,7 @@ impl Args {
             mask_regex,
             prices,
             limit,
+            run_id,
             log_format
         ))
     }
@@ -366,6 +372,7 @@ impl Args {
             limit: a.limit,
             json: a.json,
             log_json,
+            run_id: a.run_id.filter(|r| !r.is_empty()),
         })
     }
 }

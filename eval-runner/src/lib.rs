@@ -121,7 +121,11 @@ pub async fn run(
         .map_err(|e| EvalError::BadArgs(e.to_string()))?;
     let dataset = dataset::read(&cfg.dataset, cfg.limit)?;
     let resumed = results::resume(&cfg.out)?;
-    let run_id = resumed.run_id.clone().unwrap_or_else(new_run_id);
+    let run_id = cfg
+        .run_id
+        .clone()
+        .or_else(|| resumed.run_id.clone())
+        .unwrap_or_else(new_run_id);
     let mut cache = match &cfg.cache_dir {
         Some(dir) => VerdictCache::open(dir)?,
         None => VerdictCache::disabled(),

@@ -8,6 +8,7 @@ mod crash;
 mod curate_rules;
 mod eval_runner;
 mod interop;
+mod jobs;
 mod judge_double;
 mod protocols;
 mod s3;

@@ -1,0 +1,158 @@
+//! Retention: delete the span partitions older than a cutoff, per tenant or for all.
+//!
+//! A partition (`tenant`, `date`, `hour`) is deleted when all of its hour is older than
+//! `now - older_than`, so a partition still receiving spans is never touched. Deleting is
+//! idempotent: a run interrupted halfway is finished by the next one.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use serde::Serialize;
+
+use crate::error::CurateError;
+use crate::window::parse_duration;
+
+/// What a retention run deleted (or, with --dry-run, would delete).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub cutoff: String,
+    pub dry_run: bool,
+    pub partitions: Vec<String>,
+    pub files: usize,
+    pub bytes: u64,
+    pub kept_partitions: usize,
+}
+
+/// `tenant=T/date=D/hour=H` of a span file path, and the end of that hour.
+fn partition_of(path: &str) -> Option<(String, String, DateTime<Utc>)> {
+    let part = |k: &str| path.split('/').find_map(|s| s.strip_prefix(k));
+    let (tenant, date, hour) = (part("tenant=")?, part("date=")?, part("hour=")?);
+    let hour: u32 = hour.parse().ok()?;
+    let start = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .ok()?
+        .and_hms_opt(hour, 0, 0)?
+        .and_utc();
+    Some((
+        tenant.to_string(),
+        format!("tenant={tenant}/date={date}/hour={hour:02}"),
+        start + chrono::Duration::hours(1),
+    ))
+}
+
+pub async fn run(
+    store_url: &str,
+    tenant: Option<&str>,
+    older_than: &str,
+    dry_run: bool,
+    now: DateTime<Utc>,
+    json: bool,
+) -> Result<String, CurateError> {
+    let age = parse_duration(older_than)
+        .map_err(|e| CurateError::BadArgs(format!("--older-than: {e}")))?;
+    if age <= chrono::Duration::zero() {
+        return Err(CurateError::BadArgs("--older-than must be positive".into()));
+    }
+    if let Some(t) = tenant {
+        schemas::layout::validate_tenant(t).map_err(|e| CurateError::BadArgs(e.to_string()))?;
+    }
+    let cutoff = now - age;
+    let store = schemas::store::Store::open(store_url)
+        .map_err(|e| CurateError::BadArgs(format!("--store: {e}")))?;
+    let os = store.object_store();
+    let objects: Vec<_> = os
+        .list(Some(&ObjectPath::from(schemas::layout::SPANS_DIR)))
+        .try_collect()
+        .await?;
+    let mut doomed = std::collections::BTreeMap::<String, Vec<(ObjectPath, u64)>>::new();
+    let mut kept = std::collections::BTreeSet::new();
+    for o in objects {
+        let path = o.location.to_string();
+        let Some((t, partition, end)) = partition_of(&path) else {
+            continue;
+        };
+        if tenant.is_some_and(|want| want != t) || end > cutoff {
+            kept.insert(partition);
+            continue;
+        }
+        doomed
+            .entry(partition)
+            .or_default()
+            .push((o.location, o.size));
+    }
+    let files = doomed.values().map(Vec::len).sum();
+    let bytes = doomed.values().flatten().map(|(_, s)| s).sum();
+    if !dry_run {
+        for (partition, paths) in &doomed {
+            for (p, _) in paths {
+                match os.delete(p).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            tracing::info!(partition, files = paths.len(), "deleted partition");
+        }
+        remove_empty_dirs(store_url);
+    }
+    let report = Report {
+        cutoff: cutoff.to_rfc3339(),
+        dry_run,
+        partitions: doomed.keys().cloned().collect(),
+        files,
+        bytes,
+        kept_partitions: kept.len(),
+    };
+    Ok(if json {
+        format!("{}\n", serde_json::to_string(&report).unwrap_or_default())
+    } else {
+        format!(
+            "{} {} partitions ({} files, {} bytes) older than {}; {} partitions kept\n",
+            if dry_run { "would delete" } else { "deleted" },
+            report.partitions.len(),
+            report.files,
+            report.bytes,
+            report.cutoff,
+            report.kept_partitions
+        )
+    })
+}
+
+/// On a local store, the partition directories left empty (object stores have no
+/// directories). Best effort: a directory that cannot be removed stays.
+fn remove_empty_dirs(store_url: &str) {
+    let Ok(schemas::layout::StoreUrl::Local(root)) = schemas::layout::StoreUrl::parse(store_url)
+    else {
+        return;
+    };
+    fn prune(dir: &std::path::Path) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        let mut empty = true;
+        for e in entries.flatten() {
+            let p = e.path();
+            if !(p.is_dir() && prune(&p) && std::fs::remove_dir(&p).is_ok()) {
+                empty = false;
+            }
+        }
+        empty
+    }
+    prune(&root.join(schemas::layout::SPANS_DIR));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_ends_with_its_hour() {
+        let (t, p, end) =
+            partition_of("spans/tenant=acme/date=2026-03-02/hour=23/01ABC.parquet").expect("p");
+        assert_eq!(
+            (t.as_str(), p.as_str()),
+            ("acme", "tenant=acme/date=2026-03-02/hour=23")
+        );
+        assert_eq!(end.to_rfc3339(), "2026-03-03T00:00:00+00:00");
+        assert!(partition_of("spans/readme.txt").is_none());
+    }
+}

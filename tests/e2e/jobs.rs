@@ -1,0 +1,559 @@
+//! Scheduled jobs and the store's lifecycle: `curate job run` around new data, late spans, a
+//! killed run and a concurrent run; `--dry-run`; `curate retention`. Local and S3 stores.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::Value;
+use trace2eval_tests::client::{Grpc, request};
+use trace2eval_tests::harness::{
+    Ingest, IngestOpts, Ran, S3Server, TestResult, bin_path, local_store_rows, output_of,
+};
+use trace2eval_tests::judge::{JudgeConfig, JudgeServer};
+
+const SEC: u64 = 1_000_000_000;
+/// The jobs' clock: `--now` of each run is this plus some hours.
+const T0: u64 = 1_772_000_000 * SEC; // 2026-02-25T06:13:20Z
+
+fn rfc3339(ns: u64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns as i64)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn s(key: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn int(key: &str, v: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(v)),
+        }),
+        ..Default::default()
+    }
+}
+
+fn trace_id(n: u32) -> Vec<u8> {
+    let mut id = vec![0xB0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    id.extend_from_slice(&n.to_be_bytes());
+    id
+}
+
+/// Trace `n`: a 2 s server root starting at `start`, with one chat call asking "question n".
+fn trace(n: u32, start: u64) -> Vec<Span> {
+    let root = Span {
+        trace_id: trace_id(n),
+        span_id: [n.to_be_bytes(), [0, 0, 0, 1]].concat(),
+        name: "POST /chat".into(),
+        kind: 2,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 2 * SEC,
+        ..Default::default()
+    };
+    let call = Span {
+        trace_id: trace_id(n),
+        span_id: [n.to_be_bytes(), [0, 0, 0, 2]].concat(),
+        parent_span_id: root.span_id.clone(),
+        name: "chat gpt-4o-mini".into(),
+        kind: 3,
+        start_time_unix_nano: start + SEC / 10,
+        end_time_unix_nano: start + SEC,
+        attributes: vec![
+            s("gen_ai.operation.name", "chat"),
+            s("gen_ai.request.model", "gpt-4o-mini"),
+            int("gen_ai.usage.input_tokens", 120),
+            int("gen_ai.usage.output_tokens", 40),
+            s(
+                "gen_ai.input.messages",
+                &format!(
+                    r#"[{{"role":"user","parts":[{{"type":"text","content":"question {n}"}}]}}]"#
+                ),
+            ),
+            s(
+                "gen_ai.output.messages",
+                &format!(
+                    r#"[{{"role":"assistant","parts":[{{"type":"text","content":"answer {n}"}}]}}]"#
+                ),
+            ),
+        ],
+        ..Default::default()
+    };
+    vec![root, call]
+}
+
+/// A span of trace `n` that arrives late: a tool call inside the trace's first second.
+fn late_span(n: u32, trace_start: u64) -> Span {
+    Span {
+        trace_id: trace_id(n),
+        span_id: [n.to_be_bytes(), [0, 0, 0, 7]].concat(),
+        parent_span_id: [n.to_be_bytes(), [0, 0, 0, 1]].concat(),
+        name: "tool lookup".into(),
+        kind: 1,
+        start_time_unix_nano: trace_start + SEC / 2,
+        end_time_unix_nano: trace_start + SEC,
+        ..Default::default()
+    }
+}
+
+async fn ingest_spans(dir: &Path, opts: &IngestOpts, spans: Vec<Span>) -> TestResult {
+    let _ = dir;
+    let mut ingest = Ingest::start(opts)?;
+    Grpc::connect(ingest.grpc_url())
+        .await?
+        .export(request(spans))
+        .await?;
+    assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
+    Ok(())
+}
+
+fn write_job(dir: &Path, store: &str, out: &str, judge: &JudgeServer) -> TestResult<PathBuf> {
+    let path = dir.join("nightly.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "nightly"
+store = "{store}"
+where = "llm_calls > 0"
+settle = "5m"
+first_since = "7d"
+lease = "1s"
+out = "{out}"
+work_dir = "{work}"
+
+[judge]
+url = "${{JUDGE_URL}}"
+model = "${{JUDGE_MODEL:-gpt-4o-mini}}"
+metrics = ["helpfulness"]
+concurrency = 2
+cache_dir = "{cache}"
+"#,
+            work = dir.join("work").display(),
+            cache = dir.join("cache").display(),
+        ),
+    )?;
+    let _ = judge;
+    Ok(path)
+}
+
+fn job_cmd(
+    job: &Path,
+    now_ns: u64,
+    judge: &JudgeServer,
+    env: &[(String, String)],
+) -> TestResult<Command> {
+    let mut cmd = Command::new(bin_path("curate")?);
+    cmd.args(["job", "run"])
+        .arg(job)
+        .args(["--now", &rfc3339(now_ns), "--json"])
+        .env("JUDGE_URL", judge.openai_base_url())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    Ok(cmd)
+}
+
+fn run_job(
+    job: &Path,
+    now_ns: u64,
+    judge: &JudgeServer,
+    env: &[(String, String)],
+) -> TestResult<Ran> {
+    output_of(&mut job_cmd(job, now_ns, judge, env)?)
+}
+
+/// Dataset lines per trace id over every dataset the job wrote.
+fn selected_per_trace(out_dir: &Path) -> TestResult<BTreeMap<String, usize>> {
+    let mut counts = BTreeMap::new();
+    for entry in std::fs::read_dir(out_dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.ends_with(".jsonl") && !name.ends_with(".results.jsonl") {
+            for line in std::fs::read_to_string(&path)?.lines() {
+                let v: Value = serde_json::from_str(line)?;
+                *counts
+                    .entry(v["trace_id"].as_str().unwrap_or_default().to_string())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+fn hex_id(n: u32) -> String {
+    hex::encode(trace_id(n))
+}
+
+/// Three runs around new data (late spans for a selected trace, a trace still open at the
+/// first run, a run killed while judging), then a run that finds nothing: every planted trace
+/// is selected and judged exactly once across runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn job_runs_select_and_judge_every_trace_exactly_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    let opts = IngestOpts::local(dir.path());
+    let judge = JudgeServer::start(JudgeConfig {
+        latency: Duration::from_millis(150),
+        ..JudgeConfig::default()
+    })?;
+    let out = dir.path().join("datasets");
+    let job = write_job(
+        dir.path(),
+        &store.display().to_string(),
+        &out.display().to_string(),
+        &judge,
+    )?;
+    let t1 = T0 + 3600 * SEC;
+    // Run 1: traces 1 and 2 have settled; trace 3 started 2 minutes ago and is still open.
+    let mut spans = trace(1, t1 - 1800 * SEC);
+    spans.extend(trace(2, t1 - 1200 * SEC));
+    spans.extend(trace(3, t1 - 120 * SEC));
+    ingest_spans(dir.path(), &opts, spans).await?;
+    let (code, stdout, stderr) = run_job(&job, t1, &judge, &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
+    assert_eq!(
+        (report["selected"].as_u64(), report["judged"].as_u64()),
+        (Some(2), Some(2)),
+        "{report}"
+    );
+    let jobs_dir = out.join("nightly");
+    let first = selected_per_trace(&jobs_dir)?;
+    assert_eq!(
+        first.keys().cloned().collect::<Vec<_>>(),
+        vec![hex_id(1), hex_id(2)]
+    );
+
+    // Run 2, an hour later, is killed while judging: late spans of trace 1 arrived, and 40
+    // new traces (about 3 s of judging; result lines are written in batches once a second).
+    let t2 = t1 + 3600 * SEC;
+    let mut spans = vec![late_span(1, t1 - 1800 * SEC)];
+    for n in 10..50 {
+        spans.extend(trace(n, t2 - 1800 * SEC + u64::from(n) * SEC));
+    }
+    ingest_spans(dir.path(), &opts, spans).await?;
+    let mut child = job_cmd(&job, t2, &judge, &[])?
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let results_lines = || -> usize {
+        std::fs::read_dir(&jobs_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".results.jsonl"))
+            .map(|e| std::fs::read_to_string(e.path()).map_or(0, |t| t.lines().count()))
+            .sum()
+    };
+    while results_lines() < 2 + 1 {
+        assert!(Instant::now() < deadline, "run 2 judged nothing in 60 s");
+        assert!(
+            child.try_wait()?.is_none(),
+            "run 2 ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait()?;
+
+    // Run 3, ten minutes later (the 1 s lease of the dead run has passed): it finishes run 2's
+    // window, then takes trace 60, which arrived meanwhile.
+    let t3 = t2 + 600 * SEC;
+    ingest_spans(dir.path(), &opts, trace(60, t3 - 900 * SEC)).await?;
+    let (code, stdout, stderr) = run_job(&job, t3, &judge, &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        stdout.lines().count(),
+        2,
+        "the unfinished window, then the new one: {stdout}"
+    );
+
+    // Run 4 right after: nothing new.
+    let (code, stdout, stderr) = run_job(&job, t3, &judge, &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("nothing new"), "{stdout}");
+
+    let mut expected: Vec<String> = [1, 2, 3, 60]
+        .into_iter()
+        .chain(10..50)
+        .map(hex_id)
+        .collect();
+    expected.sort();
+    let selected = selected_per_trace(&jobs_dir)?;
+    assert_eq!(selected.keys().cloned().collect::<Vec<_>>(), expected);
+    assert!(
+        selected.values().all(|&n| n == 1),
+        "selected once each: {selected:?}"
+    );
+
+    // Judged once each: one score span id per judged trace in the store.
+    let mut score_ids: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for (_, row) in local_store_rows(&store)? {
+        if row.attribute("gen_ai.evaluation.name").is_some() {
+            let judged = row
+                .links
+                .first()
+                .map(|l| l.trace_id.clone())
+                .unwrap_or_default();
+            score_ids
+                .entry(judged)
+                .or_default()
+                .insert(row.span_id.clone());
+        }
+    }
+    assert_eq!(score_ids.keys().cloned().collect::<Vec<_>>(), expected);
+    assert!(
+        score_ids.values().all(|ids| ids.len() == 1),
+        "{score_ids:?}"
+    );
+    // Pairs in flight when run 2 was killed may be asked twice (concurrency 2), no more.
+    assert!(
+        judge.request_count() <= expected.len() + 2,
+        "{} requests",
+        judge.request_count()
+    );
+    Ok(())
+}
+
+/// A second run while the first holds the job exits 3 and says why; --dry-run says what the
+/// next run would do and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_runs_are_refused_and_dry_runs_change_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    let opts = IngestOpts::local(dir.path());
+    let judge = JudgeServer::start(JudgeConfig {
+        latency: Duration::from_millis(400),
+        ..JudgeConfig::default()
+    })?;
+    let out = dir.path().join("datasets");
+    let job = write_job(
+        dir.path(),
+        &store.display().to_string(),
+        &out.display().to_string(),
+        &judge,
+    )?;
+    // A lease long enough to cover the first run.
+    std::fs::write(
+        &job,
+        std::fs::read_to_string(&job)?.replace("lease = \"1s\"", "lease = \"1h\""),
+    )?;
+    let t1 = T0 + 3600 * SEC;
+    let spans: Vec<Span> = (1..7)
+        .flat_map(|n| trace(n, t1 - 1800 * SEC + u64::from(n) * SEC))
+        .collect();
+    ingest_spans(dir.path(), &opts, spans).await?;
+
+    // The dry run plans the window and prices it, and touches neither store, outputs nor judge.
+    let mut dry = job_cmd(&job, t1, &judge, &[])?;
+    dry.arg("--dry-run");
+    let (code, stdout, stderr) = output_of(&mut dry)?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let plan: Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(
+        (plan["selected"].as_u64(), plan["pairs_to_judge"].as_u64()),
+        (Some(6), Some(6)),
+        "{plan}"
+    );
+    assert!(
+        plan["estimated_judge_cost_usd"]
+            .as_f64()
+            .is_some_and(|c| c > 0.0),
+        "{plan}"
+    );
+    assert!(!store.join("_jobs").exists() && !out.exists());
+    assert_eq!(judge.request_count(), 0);
+
+    let first = job_cmd(&job, t1, &judge, &[])?
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let state_dir = store.join("_jobs/nightly/state");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&state_dir).map_or(0, |d| d.count()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first run claimed nothing in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (code, stdout, stderr) = run_job(&job, t1, &judge, &[])?;
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stderr.contains("job nightly"), "{stderr}");
+    let first = first.wait_with_output()?;
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(judge.request_count(), 6, "judged once, by the first run");
+    Ok(())
+}
+
+/// Retention deletes whole hour partitions older than the cutoff, per tenant, and --dry-run
+/// only lists them.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_deletes_old_partitions_only() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    let now = T0 + 40 * 24 * 3600 * SEC;
+    let mut opts = IngestOpts::local(dir.path());
+    ingest_spans(
+        dir.path(),
+        &opts,
+        [trace(1, T0), trace(2, now - 3600 * SEC)].concat(),
+    )
+    .await?;
+    opts = opts.arg("--tenant", "other");
+    opts.wal_dir = dir.path().join("wal-other");
+    ingest_spans(dir.path(), &opts, trace(3, T0)).await?;
+    let partitions = |store: &Path| -> TestResult<Vec<String>> {
+        let mut p: Vec<String> = local_store_rows(store)?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        p.sort();
+        p.dedup();
+        Ok(p)
+    };
+    let before = partitions(&store)?;
+    assert_eq!(before.len(), 3, "{before:?}");
+    let retention = |extra: &[&str]| -> TestResult<Ran> {
+        output_of(
+            Command::new(bin_path("curate")?)
+                .args(["retention", "--store"])
+                .arg(&store)
+                .args(["--older-than", "30d", "--now", &rfc3339(now), "--json"])
+                .args(extra),
+        )
+    };
+    let (code, stdout, stderr) = retention(&["--dry-run"])?;
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(
+        report["partitions"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+    assert_eq!(partitions(&store)?, before, "a dry run deletes nothing");
+
+    let (code, stdout, stderr) = retention(&["--tenant", "other"])?;
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(
+        report["partitions"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    let after = partitions(&store)?;
+    assert_eq!(after.len(), 2);
+    assert!(
+        after.iter().all(|p| !p.contains("tenant=other")),
+        "{after:?}"
+    );
+
+    let (code, _, stderr) = retention(&[])?;
+    assert_eq!(code, 0, "{stderr}");
+    let after = partitions(&store)?;
+    assert_eq!(after.len(), 1, "only the recent partition stays: {after:?}");
+
+    let (code, _, stderr) = output_of(
+        Command::new(bin_path("curate")?)
+            .args(["retention", "--older-than", "soon", "--store"])
+            .arg(&store),
+    )?;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--older-than"), "{stderr}");
+    Ok(())
+}
+
+/// The same job on the S3 test server: state, datasets and score spans in the bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn job_runs_on_s3() -> TestResult {
+    let s3 = S3Server::start()?;
+    let dir = tempfile::tempdir()?;
+    let prefix = format!("jobs/{}", rand::random::<u32>());
+    let store = format!("s3://{}/{prefix}/store", s3.bucket);
+    let out = format!("s3://{}/{prefix}/datasets", s3.bucket);
+    let mut opts = IngestOpts::local(dir.path());
+    opts.store = store.clone();
+    opts.env = s3.env.clone();
+    let t1 = T0 + 3600 * SEC;
+    let spans: Vec<Span> = (1..4)
+        .flat_map(|n| trace(n, t1 - 1800 * SEC + u64::from(n) * SEC))
+        .collect();
+    ingest_spans(dir.path(), &opts, spans).await?;
+    let judge = JudgeServer::start(JudgeConfig::default())?;
+    let job = write_job(dir.path(), &store, &out, &judge)?;
+    let (code, stdout, stderr) = run_job(&job, t1, &judge, &s3.env)?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
+    assert_eq!(
+        (report["selected"].as_u64(), report["judged"].as_u64()),
+        (Some(3), Some(3)),
+        "{report}"
+    );
+    let (code, stdout, stderr) = run_job(&job, t1, &judge, &s3.env)?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("nothing new"), "{stdout}");
+
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let client = s3.client()?;
+    let keys: Vec<String> = client
+        .list(Some(&object_store::path::Path::from(prefix.as_str())))
+        .map_ok(|o| o.location.to_string())
+        .try_collect()
+        .await?;
+    let count = |f: &dyn Fn(&str) -> bool| keys.iter().filter(|k| f(k)).count();
+    assert!(
+        count(&|k| k.contains("/store/_jobs/nightly/state/")) >= 3,
+        "{keys:?}"
+    );
+    assert_eq!(
+        count(&|k| k.contains("/datasets/nightly/") && k.ends_with(".results.jsonl")),
+        1,
+        "{keys:?}"
+    );
+    assert_eq!(
+        count(&|k| k.contains("/datasets/nightly/") && k.ends_with(".report.json")),
+        1,
+        "{keys:?}"
+    );
+    assert!(
+        count(&|k| k.contains("/store/spans/") && k.ends_with(".parquet")) >= 2,
+        "{keys:?}"
+    );
+    let (code, stdout, stderr) = output_of(
+        Command::new(bin_path("curate")?)
+            .args([
+                "--store",
+                &store,
+                "--all",
+                "--json",
+                "--sql",
+                "SELECT count(*) AS n FROM evals",
+            ])
+            .envs(s3.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+    )?;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(stdout.trim())?["n"],
+        3,
+        "{stdout}"
+    );
+    Ok(())
+}
