@@ -112,12 +112,26 @@ pub fn interpolate(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
+fn interpolate_strings(v: &mut toml::Value) -> Result<(), String> {
+    match v {
+        toml::Value::String(s) => *s = interpolate(s)?,
+        toml::Value::Array(a) => a.iter_mut().try_for_each(interpolate_strings)?,
+        toml::Value::Table(t) => t.iter_mut().try_for_each(|(_, v)| interpolate_strings(v))?,
+        _ => {}
+    }
+    Ok(())
+}
+
 impl JobFile {
     pub fn load(path: &Path) -> Result<Self, CurateError> {
         let bad = |m: String| CurateError::BadArgs(format!("job file {}: {m}", path.display()));
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let job: JobFile =
-            toml::from_str(&interpolate(&text).map_err(bad)?).map_err(|e| bad(e.to_string()))?;
+        // Variables are replaced in string values only (not in comments or keys).
+        let mut value: toml::Value = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        interpolate_strings(&mut value).map_err(bad)?;
+        let job: JobFile = value
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(e.to_string()))?;
         let name_ok = !job.name.is_empty()
             && job.name.len() <= 64
             && job

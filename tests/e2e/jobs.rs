@@ -557,3 +557,56 @@ async fn job_runs_on_s3() -> TestResult {
     );
     Ok(())
 }
+
+/// examples/nightly-job.toml runs as shipped, from a directory holding the store ./data, with
+/// the judge named by EVAL_JUDGE_URL and EVAL_JUDGE_MODEL.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_job_file_runs_as_shipped() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut opts = IngestOpts::local(dir.path());
+    opts.store = dir.path().join("data").display().to_string();
+    let now = T0 + 3600 * SEC;
+    let mut spans = Vec::new();
+    for n in 1..5 {
+        let mut t = trace(n, now - 3000 * SEC + u64::from(n) * 60 * SEC);
+        if n % 2 == 0 {
+            t[0].status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+                code: 2,
+                message: "upstream timeout".into(),
+            });
+        }
+        spans.extend(t);
+    }
+    ingest_spans(dir.path(), &opts, spans).await?;
+    let judge = JudgeServer::start(JudgeConfig::default())?;
+    let example = trace2eval_tests::harness::repo_root().join("examples/nightly-job.toml");
+    let run = || {
+        output_of(
+            Command::new(bin_path("curate")?)
+                .current_dir(dir.path())
+                .args(["job", "run"])
+                .arg(&example)
+                .args(["--now", &rfc3339(now), "--json"])
+                .env("EVAL_JUDGE_URL", judge.openai_base_url())
+                .env("EVAL_JUDGE_MODEL", "gpt-4o-mini")
+                .env("HOME", dir.path())
+                .env_remove("XDG_CACHE_HOME")
+                .env_remove("TRACE2EVAL_STORE")
+                .env_remove("TRACE2EVAL_DATASETS"),
+        )
+    };
+    let (code, stdout, stderr) = run()?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
+    assert_eq!(report["selected"], 2, "the two erroring traces: {report}");
+    assert_eq!(
+        report["judged"], 2,
+        "helpfulness; faithfulness skipped (no context): {report}"
+    );
+    assert_eq!(report["skipped"], 2, "{report}");
+    assert!(dir.path().join("datasets/nightly").is_dir());
+    let (code, stdout, _) = run()?;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("nothing new"), "{stdout}");
+    Ok(())
+}
