@@ -315,7 +315,19 @@ fn llm_io_udf() -> Result<ScalarUDF, CurateError> {
 impl Catalog {
     /// Registers the store's span table and the views over `opts.window`.
     pub async fn open(store: &str, opts: CatalogOptions) -> Result<Self, CurateError> {
-        let location = locate(store)?;
+        let mut location = locate(store)?;
+        // Listings leave out the files a finished compaction replaced (see `compact`).
+        let root = location
+            .spans_prefix
+            .as_ref()
+            .strip_suffix(schemas::layout::SPANS_DIR)
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
+        location.store = Arc::new(crate::compact::VisibleStore::new(
+            location.store.clone(),
+            root.as_str().into(),
+        ));
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
         ctx.register_object_store(&location.base, location.store.clone());

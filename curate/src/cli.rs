@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 ///   curate --store ./data --sql "SELECT model, count(*) FROM llm_calls GROUP BY 1"
 ///   curate rules
 ///   curate job run jobs/nightly.toml
+///   curate compact --store ./data
 ///   curate retention --store ./data --older-than 30d --dry-run
 ///
 /// Exit codes: 0 success (an empty selection included), 1 failure, 2 bad arguments or an
@@ -118,6 +119,28 @@ pub enum Command {
     Job {
         #[command(subcommand)]
         command: JobCommand,
+    },
+    /// Merge the small files of closed hour partitions into files near --target-size, sorted
+    /// by (trace_id, start_time).
+    ///
+    /// Readers going through curate never see a span twice or miss one: the replaced files
+    /// are hidden once the merged file exists and deleted after --grace. Safe to interrupt at
+    /// any point (the next run finishes what was started) and to run again. Exit codes: 0
+    /// done, 1 failure, 2 bad arguments.
+    Compact {
+        /// Partitions whose hour ended at least this long ago are closed.
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        min_age: String,
+        /// Size of the merged files (compressed), e.g. 128MiB.
+        #[arg(long, default_value = "128MiB", value_name = "SIZE")]
+        target_size: String,
+        /// How long replaced files stay after the merged file appeared, for queries that
+        /// listed them just before (deleted by the first run after it).
+        #[arg(long, default_value = "10m", value_name = "DURATION")]
+        grace: String,
+        /// Report what would be merged; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Delete the partitions of the store older than --older-than (per tenant with --tenant).
     ///

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod compact;
 pub mod error;
 pub mod export;
 pub mod extract;
@@ -170,6 +171,23 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
         Some(Command::Job {
             command: JobCommand::Run { file, dry_run },
         }) => return job::run(file, *dry_run, now(&args)?, args.json).await,
+        Some(Command::Compact {
+            min_age,
+            target_size,
+            grace,
+            dry_run,
+        }) => {
+            return compact::run(compact::Options {
+                store: &args.store,
+                min_age,
+                target_size,
+                grace,
+                dry_run: *dry_run,
+                now: now(&args)?,
+                json: args.json,
+            })
+            .await;
+        }
         Some(Command::Retention {
             older_than,
             dry_run,

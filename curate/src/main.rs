@@ -13,7 +13,7 @@ async fn main() {
     };
     // Jobs and retention log what they do (with the run id) at info; queries only warnings.
     let level = match args.command {
-        Some(Command::Job { .. } | Command::Retention { .. }) => "info",
+        Some(Command::Job { .. } | Command::Retention { .. } | Command::Compact { .. }) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
