@@ -350,6 +350,21 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
         let written = match os.head(&target).await {
             Ok(meta) => meta.last_modified,
             Err(object_store::Error::NotFound { .. }) => {
+                // Sources gone without a target (retention deleted the partition): nothing
+                // to finish.
+                let mut complete = true;
+                for s in &record.sources {
+                    if let Err(object_store::Error::NotFound { .. }) =
+                        os.head(&ObjectPath::from(s.as_str())).await
+                    {
+                        complete = false;
+                    }
+                }
+                if !complete {
+                    tracing::warn!(record = %path, "sources gone; dropping the compaction record");
+                    os.delete(&path).await?;
+                    continue;
+                }
                 report.resumed += 1;
                 write_target(&store, &record).await?;
                 Utc::now()
