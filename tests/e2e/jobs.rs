@@ -843,5 +843,30 @@ async fn compaction_works_on_s3() -> TestResult {
         !keys.iter().any(|k| k.contains("/_compaction/")),
         "{keys:?}"
     );
+
+    // Retention on S3: 30 days and 90 minutes later, only the first hour is older than 30d.
+    let (code, stdout, stderr) = output_of(
+        Command::new(bin_path("curate")?)
+            .args([
+                "retention",
+                "--store",
+                &store,
+                "--older-than",
+                "30d",
+                "--json",
+            ])
+            .args(["--now", &rfc3339(T0 + (30 * 24 * 3600 + 5400) * SEC)])
+            .envs(s3.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+    )?;
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(
+        report["partitions"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    let (_, stdout, _) = curate_count(&store, &s3.env)?;
+    let left: Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(left["n"].as_u64(), Some(spans as u64 / 2), "{left}");
     Ok(())
 }
