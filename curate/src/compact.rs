@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::{
     SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
@@ -32,6 +32,8 @@ use object_store::{
     ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
 use serde::{Deserialize, Serialize};
+
+use schemas::layout::Partition;
 
 use crate::error::CurateError;
 use crate::window::parse_duration;
@@ -272,24 +274,6 @@ pub struct Report {
     pub resumed: usize,
 }
 
-/// `(tenant, date, hour)` of a span file and the end of its hour.
-fn partition_of(path: &str) -> Option<(String, DateTime<Utc>)> {
-    let part = |k: &str| path.split('/').find_map(|s| s.strip_prefix(k));
-    let (tenant, date, hour) = (part("tenant=")?, part("date=")?, part("hour=")?);
-    let h: u32 = hour.parse().ok()?;
-    let start = NaiveDate::parse_from_str(date, "%Y-%m-%d")
-        .ok()?
-        .and_hms_opt(h, 0, 0)?
-        .and_utc();
-    Some((
-        format!(
-            "{}/tenant={tenant}/date={date}/hour={h:02}",
-            schemas::layout::SPANS_DIR
-        ),
-        start + chrono::Duration::hours(1),
-    ))
-}
-
 fn parse_size(s: &str) -> Result<u64, CurateError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -340,8 +324,8 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
     // Records left by earlier runs: finish each.
     let mut busy = HashSet::new();
     for (path, record) in records(os.as_ref(), &root).await? {
-        if let Some((p, _)) = partition_of(&record.target) {
-            busy.insert(p);
+        if let Some(p) = Partition::of_path(&record.target) {
+            busy.insert(p.dir());
         }
         if o.dry_run {
             continue;
@@ -372,13 +356,7 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
             Err(e) => return Err(e.into()),
         };
         if Utc::now() - written >= grace {
-            for s in &record.sources {
-                match os.delete(&ObjectPath::from(s.as_str())).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            os.delete(&path).await?;
+            retire(os.as_ref(), &path, &record).await?;
         } else {
             report.awaiting_cleanup += 1;
         }
@@ -396,11 +374,11 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
         if !path.ends_with(".parquet") || hidden.contains(&f.location) {
             continue;
         }
-        if let Some((p, end)) = partition_of(&path)
-            && end + min_age <= o.now
-            && !busy.contains(&p)
+        if let Some(p) = Partition::of_path(&path)
+            && p.end() + min_age <= o.now
+            && !busy.contains(&p.dir())
         {
-            by_partition.entry(p).or_default().push(f);
+            by_partition.entry(p.dir()).or_default().push(f);
         }
     }
     for (partition, mut files) in by_partition {
@@ -450,13 +428,7 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
             report.files_after += 1;
             report.bytes_after += bytes;
             if grace <= chrono::Duration::zero() {
-                for s in &record.sources {
-                    match os.delete(&ObjectPath::from(s.as_str())).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                os.delete(&record_path).await?;
+                retire(os.as_ref(), &record_path, &record).await?;
             } else {
                 report.awaiting_cleanup += 1;
             }
@@ -489,6 +461,21 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
             o.grace
         )
     })
+}
+
+/// Deletes a finished compaction's sources, then its record (idempotent).
+async fn retire(
+    os: &dyn ObjectStore,
+    record_path: &ObjectPath,
+    record: &Record,
+) -> Result<(), CurateError> {
+    for s in &record.sources {
+        match os.delete(&ObjectPath::from(s.as_str())).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(os.delete(record_path).await?)
 }
 
 /// Reads the record's sources, sorts their rows by (trace_id, start_time) and writes the

@@ -608,6 +608,30 @@ async fn new_window(
     })
 }
 
+/// Exports the traces starting in `window` to `dataset`, reading spans from `lookback`
+/// before it so traces that began just before are seen whole.
+async fn export_window(
+    job: &JobFile,
+    dataset: &Path,
+    window: &RunWindow,
+    now: DateTime<Utc>,
+    lookback: chrono::Duration,
+) -> Result<crate::Summary, CurateError> {
+    export_dataset(
+        &job.args(dataset)?,
+        now,
+        Window {
+            since: Some(window.since - lookback),
+            until: None,
+        },
+        Some(TraceStarts {
+            since: window.since,
+            until: window.until,
+        }),
+    )
+    .await
+}
+
 /// Exports and judges one window.
 async fn run_window(
     job: &JobFile,
@@ -622,20 +646,7 @@ async fn run_window(
         .map_err(|e| CurateError::io(format!("creating {}", outputs.local_dir.display()), e))?;
     let dataset = outputs.path(&name);
     let started = Instant::now();
-    let args = job.args(&dataset)?;
-    let summary = export_dataset(
-        &args,
-        now,
-        Window {
-            since: Some(window.since - lookback),
-            until: None,
-        },
-        Some(TraceStarts {
-            since: window.since,
-            until: window.until,
-        }),
-    )
-    .await?;
+    let summary = export_window(job, &dataset, window, now, lookback).await?;
     outputs.upload(&name).await?;
     outputs.upload(&format!("{name}.manifest.json")).await?;
     let select_seconds = started.elapsed().as_secs_f64();
@@ -774,19 +785,7 @@ async fn plan(
         .map_err(|e| CurateError::io(format!("creating {}", scratch.display()), e))?;
     let dataset = scratch.join("dataset.jsonl");
     let result = async {
-        let summary = export_dataset(
-            &job.args(&dataset)?,
-            now,
-            Window {
-                since: Some(window.since - lookback),
-                until: None,
-            },
-            Some(TraceStarts {
-                since: window.since,
-                until: window.until,
-            }),
-        )
-        .await?;
+        let summary = export_window(job, &dataset, window, now, lookback).await?;
         let text = std::fs::read_to_string(&dataset).unwrap_or_default();
         let metrics = job.judge.as_ref().map_or(0, |j| j.metrics.len());
         // A judge prompt is the item plus a template of about 150 tokens; an answer about 100.

@@ -4,7 +4,7 @@
 //! `now - older_than`, so a partition still receiving spans is never touched. Deleting is
 //! idempotent: a run interrupted halfway is finished by the next one.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
@@ -22,22 +22,6 @@ pub struct Report {
     pub files: usize,
     pub bytes: u64,
     pub kept_partitions: usize,
-}
-
-/// `tenant=T/date=D/hour=H` of a span file path, and the end of that hour.
-fn partition_of(path: &str) -> Option<(String, String, DateTime<Utc>)> {
-    let part = |k: &str| path.split('/').find_map(|s| s.strip_prefix(k));
-    let (tenant, date, hour) = (part("tenant=")?, part("date=")?, part("hour=")?);
-    let hour: u32 = hour.parse().ok()?;
-    let start = NaiveDate::parse_from_str(date, "%Y-%m-%d")
-        .ok()?
-        .and_hms_opt(hour, 0, 0)?
-        .and_utc();
-    Some((
-        tenant.to_string(),
-        format!("tenant={tenant}/date={date}/hour={hour:02}"),
-        start + chrono::Duration::hours(1),
-    ))
 }
 
 pub async fn run(
@@ -68,10 +52,11 @@ pub async fn run(
     let mut kept = std::collections::BTreeSet::new();
     for o in objects {
         let path = o.location.to_string();
-        let Some((t, partition, end)) = partition_of(&path) else {
+        let Some(p) = schemas::layout::Partition::of_path(&path) else {
             continue;
         };
-        if tenant.is_some_and(|want| want != t) || end > cutoff {
+        let partition = p.dir();
+        if tenant.is_some_and(|want| want != p.tenant) || p.end() > cutoff {
             kept.insert(partition);
             continue;
         }
@@ -138,21 +123,4 @@ fn remove_empty_dirs(store_url: &str) {
         empty
     }
     prune(&root.join(schemas::layout::SPANS_DIR));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_partition_ends_with_its_hour() {
-        let (t, p, end) =
-            partition_of("spans/tenant=acme/date=2026-03-02/hour=23/01ABC.parquet").expect("p");
-        assert_eq!(
-            (t.as_str(), p.as_str()),
-            ("acme", "tenant=acme/date=2026-03-02/hour=23")
-        );
-        assert_eq!(end.to_rfc3339(), "2026-03-03T00:00:00+00:00");
-        assert!(partition_of("spans/readme.txt").is_none());
-    }
 }

@@ -89,6 +89,28 @@ impl Partition {
     pub fn file_path(&self, file_name: &str) -> String {
         format!("{}/{file_name}.{PARQUET_EXT}", self.dir())
     }
+
+    /// The partition of a store path holding `tenant=T/date=YYYY-MM-DD/hour=HH` segments.
+    pub fn of_path(path: &str) -> Option<Self> {
+        let part = |k: &str| path.split('/').find_map(|s| s.strip_prefix(k));
+        let hour: u32 = part("hour=")?.parse().ok().filter(|h| *h < 24)?;
+        let date = part("date=")?;
+        chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+        Some(Self {
+            tenant: part("tenant=")?.to_string(),
+            date: date.to_string(),
+            hour,
+        })
+    }
+
+    /// When the partition's hour ends (UTC): no span starting later belongs to it.
+    pub fn end(&self) -> DateTime<Utc> {
+        chrono::NaiveDate::parse_from_str(&self.date, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(self.hour, 0, 0))
+            .map_or(DateTime::<Utc>::MIN_UTC, |t| t.and_utc())
+            + chrono::Duration::hours(1)
+    }
 }
 
 /// Checks a tenant name: 1 to 64 of `[A-Za-z0-9_-]`, so it is safe in paths and URLs.
@@ -123,6 +145,22 @@ pub fn ulid(unix_ms: u64, entropy: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_read_back_from_paths_with_the_end_of_their_hour() {
+        let p = Partition::of_path("spans/tenant=acme/date=2026-03-02/hour=23/01ABC.parquet");
+        assert_eq!(
+            p.as_ref().map(Partition::dir).as_deref(),
+            Some("spans/tenant=acme/date=2026-03-02/hour=23")
+        );
+        assert_eq!(
+            p.map(|p| p.end().to_rfc3339()).as_deref(),
+            Some("2026-03-03T00:00:00+00:00")
+        );
+        assert!(Partition::of_path("spans/tenant=a/date=2026-13-02/hour=01/x.parquet").is_none());
+        assert!(Partition::of_path("spans/tenant=a/date=2026-03-02/hour=24/x.parquet").is_none());
+        assert!(Partition::of_path("spans/readme.txt").is_none());
+    }
 
     #[test]
     fn partition_is_utc_start_hour() {
