@@ -2,7 +2,7 @@
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: run build test test-deps lint fmt clean
+.PHONY: run build test test-deps bench lint fmt clean
 
 ## run: start the ingest service on its defaults (store ./data, WAL ./wal, gRPC :4317, HTTP :4318)
 run:
@@ -23,6 +23,10 @@ ifeq ($(NEXTEST),yes)
 else
 	$(CARGO) test --workspace --no-fail-fast
 endif
+
+## bench: whole-process benchmarks of the release binaries; appends to BENCHMARKS.md (not in test)
+bench:
+	bench/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

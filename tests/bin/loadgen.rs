@@ -1,131 +1,376 @@
-//! A first load generator for `ingest`: replays pre-encoded OTLP requests of the test corpus
-//! (realistic LLM-app spans) over gRPC or HTTP/protobuf with some concurrency, and reports
-//! spans/s and, given the receiver's pid, its CPU seconds (from /proc) per span.
+//! A load generator for `ingest` (or `null-receiver`, its ceiling): replays pre-encoded OTLP
+//! requests of the test corpus (realistic LLM-app spans) over gRPC or HTTP/protobuf with some
+//! concurrency, and reports spans/s, request latency (p50, p99, max) and, given the receiver's
+//! pid, its CPU seconds per span and peak RSS (from /proc).
 //!
-//!   loadgen --grpc http://127.0.0.1:4317 [--http http://127.0.0.1:4318] [--seconds 20]
-//!           [--concurrency 8] [--traces 3000] [--pid PID] [--once]
+//!   loadgen --grpc http://127.0.0.1:4317 | --http http://127.0.0.1:4318 [--seconds 20]
+//!           [--concurrency 8] [--traces 3000] [--rate N] [--pid PID] [--once] [--json]
+//!
+//! With both `--grpc` and `--http`, gRPC is used.
 //!
 //! `--once` sends every request of the corpus exactly once (unique spans, e.g. to measure
 //! stored bytes per span) instead of cycling until `--seconds` have passed.
+//!
+//! `--rate N` aims at N requests/s in total: each worker sends on its own schedule of
+//! `concurrency / N` seconds, the workers' schedules staggered evenly. A worker that falls
+//! behind sends its late requests at once to catch up, and their latency is counted from when
+//! they were due, not from when they went out: otherwise a receiver stall would hide in the
+//! requests that were never sent (coordinated omission). Without `--rate` each worker sends
+//! its next request as soon as the previous one is answered, and latency is send to answer.
+//!
+//! A failed request (transport error, gRPC error status, non-2xx HTTP status) counts in
+//! `errors` and the run goes on; only accepted requests count in `spans`.
+//!
+//! `--json` prints the final figures as one JSON object on stdout (the human-readable lines
+//! go to stderr then): protocol, concurrency, seconds, requests, spans, spans_per_s, p50_ms,
+//! p99_ms, max_ms, errors, receiver_cpu_s, spans_per_cpu_s, receiver_peak_rss_mib (the last
+//! three null without `--pid`; the peak is the receiver's VmHWM over its whole life).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::Parser;
 use prost::Message;
+use trace2eval_tests::client::RawGrpc;
 use trace2eval_tests::corpus::{CorpusConfig, generate};
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser)]
+#[command(about = "Replays the test corpus as OTLP requests and measures the receiver")]
+#[command(group(clap::ArgGroup::new("target").args(["grpc", "http"]).required(true).multiple(true)))]
+struct Args {
+    /// OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317; wins over --http.
+    #[arg(long)]
+    grpc: Option<String>,
+    /// OTLP/HTTP base URL, e.g. http://127.0.0.1:4318 (requests go to /v1/traces).
+    #[arg(long)]
+    http: Option<String>,
+    /// How long to send for.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Requests in flight at once (one connection each).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    concurrency: u64,
+    /// Traces in the generated corpus.
+    #[arg(long, default_value_t = 3000)]
+    traces: usize,
+    /// Requests per second in total across the workers; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    rate: f64,
+    /// Pid of the receiver, to read its CPU time and peak RSS from /proc.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Send every request of the corpus once instead of cycling for `--seconds`.
+    #[arg(long)]
+    once: bool,
+    /// Print the final figures as one JSON object on stdout, the rest on stderr.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a rate: give requests/s >= 0")),
+    }
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: &str) -> Option<f64> {
+fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // /proc counts in USER_HZ, which Linux fixes at 100 for userspace whatever the kernel HZ.
     Some(ticks / 100.0)
 }
 
+/// Peak resident set size of a process (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+enum Target {
+    Grpc(String),
+    Http(String),
+}
+
+impl Target {
+    fn protocol(&self) -> &'static str {
+        match self {
+            Target::Grpc(_) => "grpc",
+            Target::Http(_) => "http",
+        }
+    }
+}
+
+/// One worker's connection.
+enum Sender {
+    Grpc(RawGrpc),
+    Http {
+        client: reqwest::Client,
+        url: String,
+    },
+}
+
+impl Sender {
+    async fn connect(target: &Target) -> Result<Self, BoxError> {
+        Ok(match target {
+            Target::Grpc(url) => Sender::Grpc(
+                RawGrpc::connect(url.clone(), false)
+                    .await
+                    .map_err(|e| format!("connecting to {url}: {e}"))?,
+            ),
+            Target::Http(url) => Sender::Http {
+                client: reqwest::Client::new(),
+                url: format!("{}/v1/traces", url.trim_end_matches('/')),
+            },
+        })
+    }
+
+    /// Whether the receiver accepted the request.
+    async fn send(&mut self, body: Bytes) -> bool {
+        match self {
+            Sender::Grpc(raw) => raw.export(body).await.is_ok_and(|r| r.is_ok()),
+            Sender::Http { client, url } => {
+                let answer = client
+                    .post(url.as_str())
+                    .header("content-type", "application/x-protobuf")
+                    .body(body)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(r) => {
+                        let success = r.status().is_success();
+                        // Read to the end, failed or not, so that the connection is reused.
+                        let read = r.bytes().await.is_ok();
+                        success && read
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    }
+}
+
+/// What one worker saw.
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    spans: u64,
+    errors: u64,
+    /// Every request's latency in microseconds: 4 bytes a request keeps exact percentiles
+    /// affordable (a million requests take 4 MB).
+    latencies_us: Vec<u32>,
+}
+
+struct Plan {
+    requests: Arc<Vec<(Bytes, u64)>>,
+    concurrency: usize,
+    once: bool,
+    deadline: tokio::time::Instant,
+    /// Each worker's time between sends, None for as fast as possible.
+    period: Option<Duration>,
+}
+
+async fn worker(plan: Arc<Plan>, target: Arc<Target>, index: usize) -> Result<Tally, BoxError> {
+    let mut sender = Sender::connect(&target).await?;
+    let mut schedule = plan.period.map(|period| {
+        // Staggered so the workers together send evenly, not in bursts of `concurrency`.
+        let offset = period.mul_f64(index as f64 / plan.concurrency as f64);
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        interval
+    });
+    let mut tally = Tally::default();
+    let mut i = index;
+    while !(plan.once && i >= plan.requests.len()) {
+        let due = match schedule.as_mut() {
+            // Not past the deadline even if the next slot is (slow rates, many workers).
+            Some(schedule) => match tokio::time::timeout_at(plan.deadline, schedule.tick()).await {
+                Ok(due) => due,
+                Err(_) => break,
+            },
+            None => tokio::time::Instant::now(),
+        };
+        if due >= plan.deadline {
+            break;
+        }
+        let (body, spans) = &plan.requests[i % plan.requests.len()];
+        i += plan.concurrency;
+        let accepted = sender.send(body.clone()).await;
+        let latency = due.elapsed().as_micros();
+        tally
+            .latencies_us
+            .push(u32::try_from(latency).unwrap_or(u32::MAX));
+        tally.requests += 1;
+        if accepted {
+            tally.spans += spans;
+        } else {
+            tally.errors += 1;
+        }
+    }
+    Ok(tally)
+}
+
+/// The `--json` output; fields print in this order.
+#[derive(serde::Serialize)]
+struct Figures {
+    protocol: &'static str,
+    concurrency: usize,
+    seconds: f64,
+    requests: u64,
+    spans: u64,
+    spans_per_s: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    max_ms: Option<f64>,
+    errors: u64,
+    receiver_cpu_s: Option<f64>,
+    spans_per_cpu_s: Option<f64>,
+    receiver_peak_rss_mib: Option<f64>,
+    /// OTLP protobuf bytes and spans of the corpus replayed (for bytes per span).
+    corpus_bytes: usize,
+    corpus_spans: u64,
+}
+
+/// The latency at quantile `q` (nearest rank) of sorted microseconds, in milliseconds.
+fn quantile_ms(sorted_us: &[u32], q: f64) -> Option<f64> {
+    let rank = (q * sorted_us.len() as f64).ceil() as usize;
+    let us = sorted_us.get(rank.saturating_sub(1))?;
+    Some(f64::from(*us) / 1000.0)
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let seconds: u64 = arg("--seconds").map_or(Ok(20), |s| s.parse())?;
-    let concurrency: usize = arg("--concurrency").map_or(Ok(8), |s| s.parse())?;
-    let traces: usize = arg("--traces").map_or(Ok(3000), |s| s.parse())?;
+async fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    // With --json stdout holds only the JSON object.
+    let say = |line: String| {
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let target = Arc::new(match (&args.grpc, &args.http) {
+        (Some(url), _) => Target::Grpc(url.clone()),
+        (None, Some(url)) => Target::Http(url.clone()),
+        (None, None) => return Err("give --grpc URL or --http URL".into()),
+    });
     let corpus = generate(&CorpusConfig {
-        traces,
+        traces: args.traces,
         days: 1,
         seed: 1,
         end_unix_ns: 1_773_100_800_000_000_000,
     });
-    let requests: Arc<Vec<(Bytes, u64)>> = Arc::new(
-        corpus
-            .requests
-            .iter()
-            .map(|r| {
-                let spans = r
-                    .resource_spans
-                    .iter()
-                    .flat_map(|rs| &rs.scope_spans)
-                    .map(|ss| ss.spans.len() as u64)
-                    .sum();
-                (Bytes::from(r.encode_to_vec()), spans)
-            })
-            .collect(),
-    );
+    let requests: Vec<(Bytes, u64)> = corpus
+        .requests
+        .iter()
+        .map(|r| {
+            let spans = r
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len() as u64)
+                .sum();
+            (Bytes::from(r.encode_to_vec()), spans)
+        })
+        .collect();
+    if requests.is_empty() {
+        return Err("the corpus has no requests: give --traces above 0".into());
+    }
     let bytes: usize = requests.iter().map(|(b, _)| b.len()).sum();
-    println!(
+    let corpus_spans: u64 = requests.iter().map(|(_, n)| n).sum();
+    say(format!(
         "corpus: {} requests, {} spans, {:.0} protobuf bytes/span",
         requests.len(),
         corpus.spans,
         bytes as f64 / corpus.spans as f64
-    );
-    let grpc = arg("--grpc");
-    let http = arg("--http");
-    let pid = arg("--pid");
-    let spans = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(AtomicU64::new(0));
-    let cpu_before = pid.as_deref().and_then(cpu_seconds);
+    ));
+    let concurrency = usize::try_from(args.concurrency)?;
+    let cpu_before = args.pid.and_then(cpu_seconds);
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let once = std::env::args().any(|a| a == "--once");
-    let mut tasks = Vec::new();
-    for worker in 0..concurrency {
-        let (requests, spans, failures) = (requests.clone(), spans.clone(), failures.clone());
-        let (grpc, http) = (grpc.clone(), http.clone());
-        tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut raw = match &grpc {
-                Some(url) => trace2eval_tests::client::RawGrpc::connect(url.clone(), false)
-                    .await
-                    .ok(),
-                None => None,
-            };
-            let mut i = worker;
-            while Instant::now() < deadline && !(once && i >= requests.len()) {
-                let (body, n) = &requests[i % requests.len()];
-                i += concurrency;
-                let ok = if let Some(raw) = raw.as_mut() {
-                    raw.export(body.clone()).await.is_ok_and(|r| r.is_ok())
-                } else if let Some(url) = &http {
-                    client
-                        .post(format!("{url}/v1/traces"))
-                        .header("content-type", "application/x-protobuf")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                } else {
-                    false
-                };
-                if ok {
-                    spans.fetch_add(*n, Ordering::Relaxed);
-                } else {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
+    let plan = Arc::new(Plan {
+        requests: Arc::new(requests),
+        concurrency,
+        once: args.once,
+        deadline: tokio::time::Instant::now() + Duration::from_secs(args.seconds),
+        period: (args.rate > 0.0).then(|| Duration::from_secs_f64(concurrency as f64 / args.rate)),
+    });
+    let workers: Vec<_> = (0..concurrency)
+        .map(|index| tokio::spawn(worker(plan.clone(), target.clone(), index)))
+        .collect();
+    let mut total = Tally::default();
+    for w in workers {
+        let tally = w.await??;
+        total.requests += tally.requests;
+        total.spans += tally.spans;
+        total.errors += tally.errors;
+        total.latencies_us.extend(tally.latencies_us);
     }
     let wall = started.elapsed().as_secs_f64();
-    let sent = spans.load(Ordering::Relaxed);
-    println!(
-        "accepted {sent} spans in {wall:.1}s: {:.0} spans/s wall, {} failed requests",
-        sent as f64 / wall,
-        failures.load(Ordering::Relaxed)
-    );
-    if let (Some(before), Some(after)) = (cpu_before, pid.as_deref().and_then(cpu_seconds)) {
-        let cpu = after - before;
-        println!(
-            "receiver CPU {cpu:.2}s: {:.0} spans per CPU-second",
-            sent as f64 / cpu
-        );
+    let cpu = match (cpu_before, args.pid.and_then(cpu_seconds)) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
+    let peak_rss = args.pid.and_then(peak_rss_mib);
+    total.latencies_us.sort_unstable();
+    let p50 = quantile_ms(&total.latencies_us, 0.50);
+    let p99 = quantile_ms(&total.latencies_us, 0.99);
+    let max = quantile_ms(&total.latencies_us, 1.0);
+    let spans_per_s = total.spans as f64 / wall;
+    let spans_per_cpu_s = cpu.filter(|c| *c > 0.0).map(|c| total.spans as f64 / c);
+
+    say(format!(
+        "{}: {} requests ({} failed), {} spans accepted in {wall:.1}s: {spans_per_s:.0} spans/s wall",
+        target.protocol(),
+        total.requests,
+        total.errors,
+        total.spans
+    ));
+    if let (Some(p50), Some(p99), Some(max)) = (p50, p99, max) {
+        say(format!(
+            "latency: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
+        ));
+    }
+    if let Some(cpu) = cpu {
+        let per_cpu = spans_per_cpu_s.map_or("-".to_string(), |s| format!("{s:.0}"));
+        say(format!(
+            "receiver CPU {cpu:.2}s: {per_cpu} spans per CPU-second"
+        ));
+    }
+    if let Some(rss) = peak_rss {
+        say(format!("receiver peak RSS {rss:.1} MiB"));
+    }
+    if args.json {
+        let figures = Figures {
+            protocol: target.protocol(),
+            concurrency,
+            seconds: wall,
+            requests: total.requests,
+            spans: total.spans,
+            spans_per_s,
+            p50_ms: p50,
+            p99_ms: p99,
+            max_ms: max,
+            errors: total.errors,
+            receiver_cpu_s: cpu,
+            spans_per_cpu_s,
+            receiver_peak_rss_mib: peak_rss,
+            corpus_bytes: bytes,
+            corpus_spans,
+        };
+        println!("{}", serde_json::to_string(&figures)?);
     }
     Ok(())
 }

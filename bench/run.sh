@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# `make bench`: whole-process benchmarks of the release binaries on this machine. Prints each
+# figure and appends a dated section (machine, commit, commands, figures) to BENCHMARKS.md.
+# Not part of `make test`. Installs what it needs itself (DuckDB in .venv via scripts/pyenv.sh).
+#
+#   BENCH_SECONDS=20 BENCH_CONCURRENCY=8 BENCH_TRACES=130000 bench/run.sh
+#
+# 1. ingest over gRPC and over HTTP/protobuf, WAL on, flushing to a local store, against the
+#    project's load generator (pre-encoded realistic LLM-app spans): accepted spans/s, p50/p99
+#    request latency, CPU seconds per million spans and spans per CPU-second of the ingest
+#    process, its peak RSS; the same generator against `null-receiver` (decode and count only)
+#    as the ceiling on this machine, and the ratio.
+# 2. storage: a corpus of BENCH_TRACES traces sent once; Parquet bytes per stored span against
+#    the OTLP protobuf bytes per span of the same requests.
+# 3. curate: each built-in rule over that store against the same SQL in DuckDB
+#    (bench/curate_vs_duckdb.py), as a ratio. BENCH_CURATE_STORE=DIR uses an existing store.
+# 4. eval-runner: items/s and CPU per item against a judge with 50 ms latency at concurrency 64
+#    (bench/eval_runner.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${BENCH_SECONDS:-20}
+conc=${BENCH_CONCURRENCY:-8}
+traces=${BENCH_TRACES:-130000}
+bin=target/release
+
+cargo build --release --bins
+scripts/pyenv.sh >/dev/null
+py=.venv/bin/python
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Starts ingest on a fresh store under $work/$1; sets ING_PID, ING_GRPC, ING_HTTP.
+start_ingest() {
+  local g h
+  g=$(free_port) h=$(free_port)
+  "$bin/ingest" --store "$work/$1/store" --wal-dir "$work/$1/wal" \
+    --grpc-addr "127.0.0.1:$g" --http-addr "127.0.0.1:$h" 2>"$work/$1.log" &
+  ING_PID=$!
+  pids+=("$ING_PID")
+  ING_GRPC="http://127.0.0.1:$g" ING_HTTP="http://127.0.0.1:$h"
+  for _ in $(seq 200); do curl -sf "$ING_HTTP/healthz" >/dev/null && return; sleep 0.05; done
+  echo "ingest did not start: $(cat "$work/$1.log")" >&2
+  exit 1
+}
+stop() { kill -TERM "$1"; wait "$1" 2>/dev/null || true; }
+
+load() { # protocol url pid -> JSON line
+  "$bin/loadgen" "--$1" "$2" --seconds "$secs" --concurrency "$conc" --pid "$3" --json 2>/dev/null
+}
+
+echo "== ingest and null receiver, ${secs}s each, concurrency $conc" >&2
+results=()
+for proto in grpc http; do
+  start_ingest "ingest-$proto"
+  url=$ING_GRPC; [ "$proto" = http ] && url=$ING_HTTP
+  results+=("ingest $proto $(load "$proto" "$url" "$ING_PID")")
+  stop "$ING_PID"
+done
+for proto in grpc http; do
+  "$bin/null-receiver" >"$work/null.out" 2>"$work/null.err" &
+  npid=$!
+  pids+=("$npid")
+  for _ in $(seq 100); do grep -q listening "$work/null.out" 2>/dev/null && break; sleep 0.05; done
+  url=$(sed -n "s/.*$proto=\([^ ]*\).*/\1/p" "$work/null.out")
+  results+=("null $proto $(load "$proto" "$url" "$npid")")
+  stop "$npid"
+done
+
+echo "== storage: $traces traces sent once" >&2
+start_ingest storage
+"$bin/loadgen" --grpc "$ING_GRPC" --traces "$traces" --once --concurrency "$conc" --json \
+  >"$work/storage.json" 2>/dev/null
+stop "$ING_PID"
+store=${BENCH_CURATE_STORE:-$work/storage/store}
+
+echo "== curate vs DuckDB on $store" >&2
+$py bench/curate_vs_duckdb.py "$store" --curate "$bin/curate" --runs 3 >"$work/curate.txt"
+
+echo "== eval-runner" >&2
+bench/eval_runner.sh 8000 50 64 >"$work/eval.txt" 2>/dev/null
+
+$py - "$work" "$store" "$traces" "${results[@]}" <<'PY'
+import json, os, pathlib, platform, subprocess, sys, datetime
+work, store, traces = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv[3])
+runs = {}
+for line in sys.argv[4:]:
+    kind, proto, js = line.split(" ", 2)
+    runs[(kind, proto)] = json.loads(js)
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+out = [f"\n## {datetime.date.today()} — make bench (commit {commit}{'+' if dirty else ''}, release build)\n",
+       f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
+       f"`bench/run.sh` with BENCH_SECONDS={os.environ.get('BENCH_SECONDS', 20)}, "
+       f"BENCH_CONCURRENCY={os.environ.get('BENCH_CONCURRENCY', 8)}, BENCH_TRACES={traces}. "
+       "Load generator and receiver share the cores; CPU is the receiver's user+sys.\n",
+       "| receiver | protocol | spans/s | p50 ms | p99 ms | CPU s / M spans | spans / CPU-s | peak RSS MiB | errors |",
+       "|---|---|---|---|---|---|---|---|---|"]
+for (kind, proto), r in runs.items():
+    per_cpu = r.get("spans_per_cpu_s")
+    cpu_m = (1e6 / per_cpu) if per_cpu else None
+    out.append(f"| {kind} | {proto} | {r['spans_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+               f"{cpu_m:.2f} | {per_cpu:,.0f} | {r.get('receiver_peak_rss_mib') or 0:.0f} | {r['errors']} |"
+               if per_cpu else f"| {kind} | {proto} | {r['spans_per_s']:,.0f} | | | | | | {r['errors']} |")
+for proto in ("grpc", "http"):
+    i, n = runs.get(("ingest", proto)), runs.get(("null", proto))
+    if i and n and i.get("spans_per_cpu_s") and n.get("spans_per_cpu_s"):
+        out.append(f"\ningest/{proto}: {i['spans_per_cpu_s'] / n['spans_per_cpu_s']:.2f} of the null receiver's spans per CPU-second, "
+                   f"{i['spans_per_s'] / n['spans_per_s']:.2f} of its spans/s.")
+st = json.load(open(work / "storage.json"))
+parquet = sum(p.stat().st_size for p in (store / "spans").rglob("*.parquet"))
+spans = st["spans"]
+otlp = st["corpus_bytes"] / st["corpus_spans"]
+out.append(f"\nStorage: {spans:,} spans sent once; Parquet {parquet:,} B = {parquet / spans:.0f} B/span; "
+           f"OTLP protobuf {otlp:.0f} B/span ({parquet / spans / otlp:.1%}).")
+out.append("\ncurate vs DuckDB (`bench/curate_vs_duckdb.py`, best of 3, ratio = curate time / DuckDB time):\n\n```")
+out.append((work / "curate.txt").read_text().strip().split("\n{")[0])
+out.append("```\n\neval-runner (`bench/eval_runner.sh 8000 50 64`):\n\n```")
+out.append((work / "eval.txt").read_text().strip())
+out.append("```")
+text = "\n".join(out) + "\n"
+print(text)
+with open("BENCHMARKS.md", "a") as f:
+    f.write(text)
+PY
