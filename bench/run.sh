@@ -35,32 +35,39 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Starts ingest on a fresh store under $work/$1; sets ING_PID, ING_GRPC, ING_HTTP.
+# Starts ingest on a fresh store under $work/$1, under /usr/bin/time so that its CPU and peak
+# RSS include the final flush at exit; sets ING_PID (ingest), TIME_PID, ING_GRPC, ING_HTTP.
 start_ingest() {
   local g h
   g=$(free_port) h=$(free_port)
-  "$bin/ingest" --store "$work/$1/store" --wal-dir "$work/$1/wal" \
-    --grpc-addr "127.0.0.1:$g" --http-addr "127.0.0.1:$h" 2>"$work/$1.log" &
-  ING_PID=$!
-  pids+=("$ING_PID")
+  /usr/bin/time -f "%U %S %M" -o "$work/$1.time" "$bin/ingest" --store "$work/$1/store" \
+    --wal-dir "$work/$1/wal" --grpc-addr "127.0.0.1:$g" --http-addr "127.0.0.1:$h" \
+    2>"$work/$1.log" &
+  TIME_PID=$!
+  pids+=("$TIME_PID")
   ING_GRPC="http://127.0.0.1:$g" ING_HTTP="http://127.0.0.1:$h"
-  for _ in $(seq 200); do curl -sf "$ING_HTTP/healthz" >/dev/null && return; sleep 0.05; done
+  for _ in $(seq 200); do
+    curl -sf "$ING_HTTP/healthz" >/dev/null && ING_PID=$(pgrep -P "$TIME_PID") && pids+=("$ING_PID") && return
+    sleep 0.05
+  done
   echo "ingest did not start: $(cat "$work/$1.log")" >&2
   exit 1
 }
+# SIGTERM to ingest (it flushes everything, then exits) and wait for /usr/bin/time.
+stop_ingest() { kill -TERM "$ING_PID"; wait "$TIME_PID" 2>/dev/null || true; }
 stop() { kill -TERM "$1"; wait "$1" 2>/dev/null || true; }
 
-load() { # protocol url pid -> JSON line
-  "$bin/loadgen" "--$1" "$2" --seconds "$secs" --concurrency "$conc" --pid "$3" --json 2>/dev/null
+load() { # protocol url pid out.json
+  "$bin/loadgen" "--$1" "$2" --seconds "$secs" --concurrency "$conc" --pid "$3" --json \
+    >"$4" 2>/dev/null
 }
 
 echo "== ingest and null receiver, ${secs}s each, concurrency $conc" >&2
-results=()
 for proto in grpc http; do
   start_ingest "ingest-$proto"
   url=$ING_GRPC; [ "$proto" = http ] && url=$ING_HTTP
-  results+=("ingest $proto $(load "$proto" "$url" "$ING_PID")")
-  stop "$ING_PID"
+  load "$proto" "$url" "$ING_PID" "$work/ingest-$proto.json"
+  stop_ingest
 done
 for proto in grpc http; do
   "$bin/null-receiver" >"$work/null.out" 2>"$work/null.err" &
@@ -68,7 +75,7 @@ for proto in grpc http; do
   pids+=("$npid")
   for _ in $(seq 100); do grep -q listening "$work/null.out" 2>/dev/null && break; sleep 0.05; done
   url=$(sed -n "s/.*$proto=\([^ ]*\).*/\1/p" "$work/null.out")
-  results+=("null $proto $(load "$proto" "$url" "$npid")")
+  load "$proto" "$url" "$npid" "$work/null-$proto.json"
   stop "$npid"
 done
 
@@ -76,7 +83,7 @@ echo "== storage: $traces traces sent once" >&2
 start_ingest storage
 "$bin/loadgen" --grpc "$ING_GRPC" --traces "$traces" --once --concurrency "$conc" --json \
   >"$work/storage.json" 2>/dev/null
-stop "$ING_PID"
+stop_ingest
 store=${BENCH_CURATE_STORE:-$work/storage/store}
 
 echo "== curate vs DuckDB on $store" >&2
@@ -85,13 +92,20 @@ $py bench/curate_vs_duckdb.py "$store" --curate "$bin/curate" --runs 3 >"$work/c
 echo "== eval-runner" >&2
 bench/eval_runner.sh 8000 50 64 >"$work/eval.txt" 2>/dev/null
 
-$py - "$work" "$store" "$traces" "${results[@]}" <<'PY'
+$py - "$work" "$store" "$traces" <<'PY'
 import json, os, pathlib, platform, subprocess, sys, datetime
 work, store, traces = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv[3])
 runs = {}
-for line in sys.argv[4:]:
-    kind, proto, js = line.split(" ", 2)
-    runs[(kind, proto)] = json.loads(js)
+for kind in ("ingest", "null"):
+    for proto in ("grpc", "http"):
+        r = json.loads((work / f"{kind}-{proto}.json").read_text())
+        t = work / f"{kind}-{proto}.time"
+        if t.exists():  # ingest: CPU and peak RSS over its whole life, final flush included
+            user, sys_, rss_kb = t.read_text().split()[-3:]
+            r["receiver_cpu_s"] = float(user) + float(sys_)
+            r["spans_per_cpu_s"] = r["spans"] / r["receiver_cpu_s"]
+            r["receiver_peak_rss_mib"] = int(rss_kb) / 1024
+        runs[(kind, proto)] = r
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -99,8 +113,11 @@ out = [f"\n## {datetime.date.today()} — make bench (commit {commit}{'+' if dir
        f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
        f"`bench/run.sh` with BENCH_SECONDS={os.environ.get('BENCH_SECONDS', 20)}, "
        f"BENCH_CONCURRENCY={os.environ.get('BENCH_CONCURRENCY', 8)}, BENCH_TRACES={traces}. "
-       "Load generator and receiver share the cores; CPU is the receiver's user+sys.\n",
-       "| receiver | protocol | spans/s | p50 ms | p99 ms | CPU s / M spans | spans / CPU-s | peak RSS MiB | errors |",
+       "Load generator and receiver share the cores. CPU is the receiver's user+sys; for ingest over its "
+       "whole life, so the flush of everything it accepted is included. `refused` are requests ingest "
+       "answered with UNAVAILABLE / 429 and a retry delay because its WAL backlog was over the limit "
+       "(flushing to Parquet is slower than accepting); spans/s counts accepted spans only.\n",
+       "| receiver | protocol | spans/s | p50 ms | p99 ms | CPU s / M spans | spans / CPU-s | peak RSS MiB | refused |",
        "|---|---|---|---|---|---|---|---|---|"]
 for (kind, proto), r in runs.items():
     per_cpu = r.get("spans_per_cpu_s")
