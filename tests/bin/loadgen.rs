@@ -62,6 +62,10 @@ struct Args {
     /// Pid of the receiver, to read its CPU time and peak RSS from /proc.
     #[arg(long)]
     pid: Option<u32>,
+    /// Seed of the generated corpus: another seed gives other trace ids (several `--once`
+    /// runs with different seeds build a larger store of distinct traces).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     /// Send every request of the corpus once instead of cycling for `--seconds`.
     #[arg(long)]
     once: bool,
@@ -270,7 +274,7 @@ async fn main() -> Result<(), BoxError> {
     let corpus = generate(&CorpusConfig {
         traces: args.traces,
         days: 1,
-        seed: 1,
+        seed: args.seed,
         end_unix_ns: 1_773_100_800_000_000_000,
     });
     let requests: Vec<(Bytes, u64)> = corpus
