@@ -87,11 +87,17 @@ start_ingest storage
 # for the curate benchmark (BENCH_CURATE_SEEDS=10 with the default BENCH_TRACES: ~10M spans).
 "$bin/loadgen" --grpc "$ING_GRPC" --traces "$traces" --once --rate 300 --seconds 3600 \
   --concurrency "$conc" --json >"$work/storage.json" 2>/dev/null
-for seed in $(seq 2 "${BENCH_CURATE_SEEDS:-1}"); do
-  "$bin/loadgen" --grpc "$ING_GRPC" --traces "$traces" --once --seed "$seed" --rate 300 \
-    --seconds 3600 --concurrency "$conc" --json >/dev/null 2>&1
-done
 stop_ingest
+find "$work/storage/store/spans" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s}' \
+  >"$work/storage.bytes"
+if [ "${BENCH_CURATE_SEEDS:-1}" -gt 1 ]; then
+  start_ingest storage
+  for seed in $(seq 2 "$BENCH_CURATE_SEEDS"); do
+    "$bin/loadgen" --grpc "$ING_GRPC" --traces "$traces" --once --seed "$seed" --rate 300 \
+      --seconds 3600 --concurrency "$conc" --json >/dev/null 2>&1
+  done
+  stop_ingest
+fi
 store=${BENCH_CURATE_STORE:-$work/storage/store}
 
 echo "== curate vs DuckDB on $store" >&2
@@ -139,7 +145,7 @@ for proto in ("grpc", "http"):
         out.append(f"\ningest/{proto}: {i['spans_per_cpu_s'] / n['spans_per_cpu_s']:.2f} of the null receiver's spans per CPU-second, "
                    f"{i['spans_per_s'] / n['spans_per_s']:.2f} of its spans/s.")
 st = json.load(open(work / "storage.json"))
-parquet = sum(p.stat().st_size for p in (store / "spans").rglob("*.parquet"))
+parquet = int((work / "storage.bytes").read_text())
 spans = st["spans"]
 otlp = st["corpus_bytes"] / st["corpus_spans"]
 out.append(f"\nStorage: {spans:,} spans sent once; Parquet {parquet:,} B = {parquet / spans:.0f} B/span; "
