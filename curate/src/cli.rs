@@ -129,17 +129,32 @@ pub enum Command {
     /// done, 1 failure, 2 bad arguments.
     Compact {
         /// Partitions whose hour ended at least this long ago are closed.
-        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        #[arg(
+            long,
+            env = "CURATE_MIN_AGE",
+            default_value = "1h",
+            value_name = "DURATION"
+        )]
         min_age: String,
         /// Size of the merged files (compressed), e.g. 128MiB.
-        #[arg(long, default_value = "128MiB", value_name = "SIZE")]
+        #[arg(
+            long,
+            env = "CURATE_TARGET_SIZE",
+            default_value = "128MiB",
+            value_name = "SIZE"
+        )]
         target_size: String,
         /// How long replaced files stay after the merged file appeared, for queries that
         /// listed them just before (deleted by the first run after it).
-        #[arg(long, default_value = "10m", value_name = "DURATION")]
+        #[arg(
+            long,
+            env = "CURATE_GRACE",
+            default_value = "10m",
+            value_name = "DURATION"
+        )]
         grace: String,
         /// Report what would be merged; change nothing.
-        #[arg(long)]
+        #[arg(long, env = "CURATE_DRY_RUN")]
         dry_run: bool,
     },
     /// Delete the partitions of the store older than --older-than (per tenant with --tenant).
@@ -148,10 +163,10 @@ pub enum Command {
     /// Exit codes: 0 done (or nothing to delete), 1 failure, 2 bad arguments.
     Retention {
         /// Age of the partitions to delete, e.g. 30d, 12h.
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, env = "CURATE_OLDER_THAN", value_name = "DURATION")]
         older_than: String,
         /// List what would be deleted, delete nothing.
-        #[arg(long)]
+        #[arg(long, env = "CURATE_DRY_RUN")]
         dry_run: bool,
     },
 }
@@ -172,7 +187,7 @@ pub enum JobCommand {
         /// The job file (TOML; `${VAR}` and `${VAR:-default}` take values from the environment).
         file: PathBuf,
         /// Say what would be selected and judged, and the estimated judge cost; change nothing.
-        #[arg(long)]
+        #[arg(long, env = "CURATE_DRY_RUN")]
         dry_run: bool,
     },
 }
