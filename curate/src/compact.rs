@@ -1,14 +1,16 @@
 //! Compaction: the small files of a closed hour partition become files near a target size,
 //! sorted by (trace_id, start_time), without a reader ever counting a span twice or missing one.
 //!
-//! A compaction is a record, `_compaction/<target>.json`, naming the target file and its
-//! sources, written (only if absent) before the target. Readers (the catalog) list the span
-//! files through [`VisibleStore`], which hides the sources of every record whose target exists:
-//! before the target exists they read the sources, after it they read the target. Sources are
-//! deleted only `grace` after the target appeared, so a query that listed the sources just
-//! before can still read them; then the record goes. Every step can be interrupted and is
-//! finished by the next run: a record without its target is compacted again (to the same target
-//! name), a record with its target is cleaned up.
+//! A compaction is a record per partition, `_compaction/<tenant>.<date>T<HH>.json`, naming each
+//! target file and its sources, created only if absent (a conditional put on S3) before any
+//! target is written: of two runs that reach a partition together only one creates its record,
+//! and the other leaves the partition alone. Readers (the catalog) list the span files through
+//! [`VisibleStore`], which hides the sources of every target that exists: before a target
+//! exists they read its sources, after it they read the target. Sources are deleted only
+//! `grace` after the targets appeared, so a query that listed the sources just before can
+//! still read them; then the record goes. Every step can be interrupted and is finished by the
+//! next run: a record with a missing target is compacted again (to the same target name), a
+//! record with all its targets is cleaned up.
 //!
 //! Readers that list `spans/` themselves (DuckDB's `read_parquet('spans/**/*.parquet')`) see
 //! both the sources and the target during the grace period.
@@ -41,14 +43,76 @@ use crate::window::parse_duration;
 /// Folder of compaction records, beside `spans/`.
 pub const RECORDS_DIR: &str = "_compaction";
 
-/// A compaction in progress.
+/// A partition's compaction in progress, at [`record_path`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "RecordFile")]
 pub struct Record {
+    pub groups: Vec<Group>,
+    pub created: DateTime<Utc>,
+    /// The compaction run that created it.
+    #[serde(default)]
+    pub run: String,
+}
+
+/// One merged file and the files it replaces.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Group {
     /// Store-relative path of the compacted file.
     pub target: String,
     /// Store-relative paths of the files it replaces.
     pub sources: Vec<String>,
-    pub created: DateTime<Utc>,
+}
+
+/// A record as stored: also the single-target records (`_compaction/<ULID>.json`) of earlier
+/// versions, which are finished like the others.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RecordFile {
+    Groups {
+        groups: Vec<Group>,
+        created: DateTime<Utc>,
+        #[serde(default)]
+        run: String,
+    },
+    Single {
+        target: String,
+        sources: Vec<String>,
+        created: DateTime<Utc>,
+    },
+}
+
+impl From<RecordFile> for Record {
+    fn from(f: RecordFile) -> Self {
+        match f {
+            RecordFile::Groups {
+                groups,
+                created,
+                run,
+            } => Self {
+                groups,
+                created,
+                run,
+            },
+            RecordFile::Single {
+                target,
+                sources,
+                created,
+            } => Self {
+                groups: vec![Group { target, sources }],
+                created,
+                run: String::new(),
+            },
+        }
+    }
+}
+
+/// The one record name of a partition's compaction: a second run cannot create it while the
+/// first one's record exists.
+pub fn record_path(p: &Partition) -> ObjectPath {
+    ObjectPath::from(format!(
+        "{RECORDS_DIR}/{}.{}T{:02}.json",
+        p.tenant, p.date, p.hour
+    ))
 }
 
 fn join(root: &ObjectPath, rel: &str) -> ObjectPath {
@@ -93,10 +157,12 @@ pub async fn superseded(
 ) -> Result<HashSet<ObjectPath>, CurateError> {
     let mut hidden = HashSet::new();
     for (_, r) in records(store, root).await? {
-        match store.head(&join(root, &r.target)).await {
-            Ok(_) => hidden.extend(r.sources.iter().map(|s| join(root, s))),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
+        for g in r.groups {
+            match store.head(&join(root, &g.target)).await {
+                Ok(_) => hidden.extend(g.sources.iter().map(|s| join(root, s))),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(hidden)
@@ -141,8 +207,9 @@ async fn hidden_among(
         })?;
     Ok(records
         .into_iter()
-        .filter(|(_, r)| present.contains(&join(root, &r.target)))
-        .flat_map(|(_, r)| r.sources.into_iter().map(|s| join(root, &s)))
+        .flat_map(|(_, r)| r.groups)
+        .filter(|g| present.contains(&join(root, &g.target)))
+        .flat_map(|g| g.sources.into_iter().map(|s| join(root, &s)))
         .collect())
 }
 
@@ -272,6 +339,71 @@ pub struct Report {
     pub awaiting_cleanup: usize,
     /// Compactions left by an interrupted run and finished by this one.
     pub resumed: usize,
+    /// Partitions left alone because another run is compacting them.
+    pub busy: usize,
+}
+
+/// A test hook, from `CURATE_TEST_HOOK`: `stop-at=STEP` makes the run fail at STEP, leaving
+/// the store as a kill there would; `pause-at=STEP,until=FILE` creates `FILE.paused` at STEP
+/// and waits until FILE exists. Steps, in order: `listed` (files grouped, nothing written),
+/// `recorded` (a partition's record created), `written` (its first target written),
+/// `retiring` (its first source deleted).
+#[derive(Debug, Default)]
+struct Hook {
+    stop_at: Option<String>,
+    pause_at: Option<(String, std::path::PathBuf)>,
+}
+
+impl Hook {
+    const VAR: &str = "CURATE_TEST_HOOK";
+
+    fn from_env() -> Result<Self, CurateError> {
+        let Ok(spec) = std::env::var(Self::VAR) else {
+            return Ok(Self::default());
+        };
+        let bad = || CurateError::BadArgs(format!("{}={spec:?}", Self::VAR));
+        let mut kv = BTreeMap::new();
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(bad)?;
+            kv.insert(k, v);
+        }
+        let hook = Self {
+            stop_at: kv.get("stop-at").map(|s| s.to_string()),
+            pause_at: match (kv.get("pause-at"), kv.get("until")) {
+                (Some(s), Some(f)) => Some((s.to_string(), f.into())),
+                (None, None) => None,
+                _ => return Err(bad()),
+            },
+        };
+        Ok(hook)
+    }
+
+    async fn at(&mut self, step: &str) -> Result<(), CurateError> {
+        if self.stop_at.as_deref() == Some(step) {
+            return Err(CurateError::JobFailed(format!(
+                "stopped at step {step} ({})",
+                Self::VAR
+            )));
+        }
+        if let Some((_, until)) = self.pause_at.take_if(|p| p.0 == step) {
+            let mut paused = until.clone().into_os_string();
+            paused.push(".paused");
+            std::fs::write(&paused, step).map_err(|e| CurateError::io("test hook", e))?;
+            // Bounded, so a test that failed before releasing it does not leave a process.
+            for _ in 0..6000 {
+                if until.exists() {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            return Err(CurateError::JobFailed(format!(
+                "{}: {} never appeared",
+                Self::VAR,
+                until.display()
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, CurateError> {
@@ -312,51 +444,40 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
     let grace =
         parse_duration(o.grace).map_err(|e| CurateError::BadArgs(format!("--grace: {e}")))?;
     let target_size = parse_size(o.target_size)?;
+    let mut hook = Hook::from_env()?;
     let store = schemas::store::Store::open(o.store)
         .map_err(|e| CurateError::BadArgs(format!("--store: {e}")))?;
     let os = store.object_store();
     let root = ObjectPath::default();
+    let run_id = schemas::layout::ulid(
+        Utc::now().timestamp_millis().max(0) as u64,
+        rand::random::<u128>(),
+    );
     let mut report = Report {
         dry_run: o.dry_run,
         ..Default::default()
     };
 
-    // Records left by earlier runs: finish each.
+    // Records left by earlier runs (or being worked on by a concurrent one): finish each.
     let mut busy = HashSet::new();
     for (path, record) in records(os.as_ref(), &root).await? {
-        if let Some(p) = Partition::of_path(&record.target) {
-            busy.insert(p.dir());
-        }
+        busy.extend(
+            record
+                .groups
+                .iter()
+                .filter_map(|g| Partition::of_path(&g.target))
+                .map(|p| p.dir()),
+        );
         if o.dry_run {
             continue;
         }
-        let target = ObjectPath::from(record.target.as_str());
-        let written = match os.head(&target).await {
-            Ok(meta) => meta.last_modified,
-            Err(object_store::Error::NotFound { .. }) => {
-                // Sources gone without a target (retention deleted the partition): nothing
-                // to finish.
-                let mut complete = true;
-                for s in &record.sources {
-                    if let Err(object_store::Error::NotFound { .. }) =
-                        os.head(&ObjectPath::from(s.as_str())).await
-                    {
-                        complete = false;
-                    }
-                }
-                if !complete {
-                    tracing::warn!(record = %path, "sources gone; dropping the compaction record");
-                    os.delete(&path).await?;
-                    continue;
-                }
-                report.resumed += 1;
-                write_target(&store, &record).await?;
-                Utc::now()
-            }
-            Err(e) => return Err(e.into()),
+        let Some(written) =
+            write_targets(&store, &path, &record, false, &mut report, &mut hook).await?
+        else {
+            continue;
         };
         if Utc::now() - written >= grace {
-            retire(os.as_ref(), &path, &record).await?;
+            retire(os.as_ref(), &path, &record, &mut hook).await?;
         } else {
             report.awaiting_cleanup += 1;
         }
@@ -368,7 +489,7 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
         .list(Some(&ObjectPath::from(schemas::layout::SPANS_DIR)))
         .try_collect()
         .await?;
-    let mut by_partition: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+    let mut by_partition: BTreeMap<Partition, Vec<ObjectMeta>> = BTreeMap::new();
     for f in files {
         let path = f.location.to_string();
         if !path.ends_with(".parquet") || hidden.contains(&f.location) {
@@ -378,9 +499,10 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
             && p.end() + min_age <= o.now
             && !busy.contains(&p.dir())
         {
-            by_partition.entry(p.dir()).or_default().push(f);
+            by_partition.entry(p).or_default().push(f);
         }
     }
+    let mut listed = false;
     for (partition, mut files) in by_partition {
         files.sort_by(|a, b| a.location.cmp(&b.location));
         // Groups of files up to the target size; a group of one file stays as it is.
@@ -398,24 +520,33 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
         if groups.is_empty() {
             continue;
         }
-        report.partitions += 1;
-        for group in groups {
-            report.files_before += group.len();
-            report.bytes_before += group.iter().map(|m| m.size).sum::<u64>();
-            if o.dry_run {
-                continue;
-            }
-            let name = schemas::layout::ulid(
-                Utc::now().timestamp_millis().max(0) as u64,
-                rand::random::<u128>(),
-            );
-            let record = Record {
-                target: format!("{partition}/{name}.{}", schemas::layout::PARQUET_EXT),
-                sources: group.iter().map(|m| m.location.to_string()).collect(),
-                created: Utc::now(),
-            };
-            let record_path = ObjectPath::from(format!("{RECORDS_DIR}/{name}.json"));
-            os.put_opts(
+        if o.dry_run {
+            report.partitions += 1;
+            report.files_before += groups.iter().map(Vec::len).sum::<usize>();
+            report.bytes_before += groups.iter().flatten().map(|m| m.size).sum::<u64>();
+            continue;
+        }
+        if !listed {
+            hook.at("listed").await?;
+            listed = true;
+        }
+        let record = Record {
+            groups: groups
+                .iter()
+                .map(|g| Group {
+                    target: partition.file_path(&schemas::layout::ulid(
+                        Utc::now().timestamp_millis().max(0) as u64,
+                        rand::random::<u128>(),
+                    )),
+                    sources: g.iter().map(|m| m.location.to_string()).collect(),
+                })
+                .collect(),
+            created: Utc::now(),
+            run: run_id.clone(),
+        };
+        let record_path = record_path(&partition);
+        match os
+            .put_opts(
                 &record_path,
                 PutPayload::from(serde_json::to_vec_pretty(&record).unwrap_or_default()),
                 PutOptions {
@@ -423,29 +554,59 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
                     ..Default::default()
                 },
             )
-            .await?;
-            let bytes = write_target(&store, &record).await?;
-            report.files_after += 1;
-            report.bytes_after += bytes;
-            if grace <= chrono::Duration::zero() {
-                retire(os.as_ref(), &record_path, &record).await?;
-            } else {
-                report.awaiting_cleanup += 1;
+            .await
+        {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                tracing::info!(
+                    partition = partition.dir(),
+                    "another run is compacting the partition"
+                );
+                report.busy += 1;
+                continue;
             }
-            tracing::info!(
-                partition,
-                sources = record.sources.len(),
-                target = record.target,
-                "compacted"
-            );
+            Err(e) => return Err(e.into()),
         }
+        hook.at("recorded").await?;
+        // Our listing may predate another run's compaction of this partition that finished
+        // (sources and record deleted) before our record was created: then some of our
+        // sources are gone, and the partition is left for the next run.
+        if !sources_present(os.as_ref(), record.groups.iter().flat_map(|g| &g.sources)).await? {
+            tracing::info!(
+                partition = partition.dir(),
+                "another run compacted the partition meanwhile"
+            );
+            delete_record(os.as_ref(), &record_path, &record).await?;
+            report.busy += 1;
+            continue;
+        }
+        report.partitions += 1;
+        report.files_before += groups.iter().map(Vec::len).sum::<usize>();
+        report.bytes_before += groups.iter().flatten().map(|m| m.size).sum::<u64>();
+        let Some(_) =
+            write_targets(&store, &record_path, &record, true, &mut report, &mut hook).await?
+        else {
+            continue;
+        };
+        if grace <= chrono::Duration::zero() {
+            retire(os.as_ref(), &record_path, &record, &mut hook).await?;
+        } else {
+            report.awaiting_cleanup += 1;
+        }
+        tracing::info!(
+            partition = partition.dir(),
+            sources = groups.iter().map(Vec::len).sum::<usize>(),
+            targets = record.groups.len(),
+            "compacted"
+        );
     }
     Ok(if o.json {
         format!("{}\n", serde_json::to_string(&report).unwrap_or_default())
     } else {
         format!(
             "{}{} partitions: {} files ({} bytes) -> {} files ({} bytes); {} compactions finished \
-             from an earlier run; {} wait {} before their sources are deleted\n",
+             from an earlier run; {} wait {} before their sources are deleted; {} partitions \
+             left to another run\n",
             if o.dry_run {
                 "would compact "
             } else {
@@ -458,9 +619,80 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
             report.bytes_after,
             report.resumed,
             report.awaiting_cleanup,
-            o.grace
+            o.grace,
+            report.busy
         )
     })
+}
+
+async fn sources_present(
+    os: &dyn ObjectStore,
+    sources: impl IntoIterator<Item = &String>,
+) -> Result<bool, CurateError> {
+    for s in sources {
+        match os.head(&ObjectPath::from(s.as_str())).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// Writes the record's missing targets; returns when the last target appeared, or `None`
+/// when the record was dropped because sources of a missing target are gone (retention
+/// deleted the partition, or the record came from a run that lost a race for it).
+async fn write_targets(
+    store: &schemas::store::Store,
+    record_path: &ObjectPath,
+    record: &Record,
+    fresh: bool,
+    report: &mut Report,
+    hook: &mut Hook,
+) -> Result<Option<DateTime<Utc>>, CurateError> {
+    let os = store.object_store();
+    let mut written = record.created;
+    let mut missing = Vec::new();
+    for g in &record.groups {
+        match os.head(&ObjectPath::from(g.target.as_str())).await {
+            Ok(meta) => written = written.max(meta.last_modified),
+            Err(object_store::Error::NotFound { .. }) => missing.push(g),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Checked before any target is written: a record dropped after writing one would leave
+    // that target and its sources both visible.
+    if !fresh && !sources_present(os.as_ref(), missing.iter().flat_map(|g| &g.sources)).await? {
+        tracing::warn!(record = %record_path, "sources gone; dropping the compaction record");
+        delete_record(os.as_ref(), record_path, record).await?;
+        return Ok(None);
+    }
+    let mut resumed = false;
+    for g in missing {
+        let target = ObjectPath::from(g.target.as_str());
+        match write_target(store, g).await? {
+            Some(bytes) => {
+                if fresh {
+                    report.files_after += 1;
+                    report.bytes_after += bytes;
+                } else if !resumed {
+                    resumed = true;
+                    report.resumed += 1;
+                }
+                written = Utc::now();
+                hook.at("written").await?;
+            }
+            // A concurrent run finishing the same record may have written the target and
+            // deleted its sources while we read them.
+            None if os.head(&target).await.is_ok() => written = Utc::now(),
+            None => {
+                tracing::warn!(record = %record_path, "sources gone; dropping the compaction record");
+                delete_record(os.as_ref(), record_path, record).await?;
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(written))
 }
 
 /// Deletes a finished compaction's sources, then its record (idempotent).
@@ -468,23 +700,55 @@ async fn retire(
     os: &dyn ObjectStore,
     record_path: &ObjectPath,
     record: &Record,
+    hook: &mut Hook,
 ) -> Result<(), CurateError> {
-    for s in &record.sources {
+    for s in record.groups.iter().flat_map(|g| &g.sources) {
         match os.delete(&ObjectPath::from(s.as_str())).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        hook.at("retiring").await?;
     }
-    Ok(os.delete(record_path).await?)
+    delete_record(os, record_path, record).await
 }
 
-/// Reads the record's sources, sorts their rows by (trace_id, start_time) and writes the
-/// target; returns its size.
-async fn write_target(store: &schemas::store::Store, record: &Record) -> Result<u64, CurateError> {
+/// Deletes the record at `path` if it is still `record`: the partition's record name is used
+/// again by the next compaction, which a slow run must not delete.
+async fn delete_record(
+    os: &dyn ObjectStore,
+    path: &ObjectPath,
+    record: &Record,
+) -> Result<(), CurateError> {
+    let current = match os.get(path).await {
+        Ok(r) => r.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let same = serde_json::from_slice::<Record>(&current)
+        .is_ok_and(|c| c.run == record.run && c.created == record.created);
+    if same {
+        match os.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the group's sources, sorts their rows by (trace_id, start_time) and writes the
+/// target; returns its size, or `None` if a source is gone.
+async fn write_target(
+    store: &schemas::store::Store,
+    group: &Group,
+) -> Result<Option<u64>, CurateError> {
     let os = store.object_store();
     let mut batches = Vec::new();
-    for s in &record.sources {
-        let bytes = os.get(&ObjectPath::from(s.as_str())).await?.bytes().await?;
+    for s in &group.sources {
+        let bytes = match os.get(&ObjectPath::from(s.as_str())).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         let reader =
             datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
                 bytes,
@@ -518,11 +782,11 @@ async fn write_target(store: &schemas::store::Store, record: &Record) -> Result<
     )?;
     let sorted: RecordBatch = take_record_batch(&all, &order)?;
     let bytes = schemas::parquet_file::write_span_file(&[sorted])
-        .map_err(|e| CurateError::JobFailed(format!("writing {}: {e}", record.target)))?;
+        .map_err(|e| CurateError::JobFailed(format!("writing {}: {e}", group.target)))?;
     let size = bytes.len() as u64;
     store
-        .put(&record.target, bytes)
+        .put(&group.target, bytes)
         .await
-        .map_err(|e| CurateError::JobFailed(format!("writing {}: {e}", record.target)))?;
-    Ok(size)
+        .map_err(|e| CurateError::JobFailed(format!("writing {}: {e}", group.target)))?;
+    Ok(Some(size))
 }

@@ -637,20 +637,94 @@ fn curate_count(store: &str, env: &[(String, String)]) -> TestResult<(i32, Strin
     )
 }
 
+fn compact_cmd(store: &str, extra: &[&str], env: &[(String, String)]) -> TestResult<Command> {
+    let mut cmd = Command::new(bin_path("curate")?);
+    cmd.args([
+        "compact",
+        "--store",
+        store,
+        "--json",
+        "--now",
+        &rfc3339(T0 + 30 * 24 * 3600 * SEC),
+    ])
+    .args(extra)
+    .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    Ok(cmd)
+}
+
 fn compact(store: &str, extra: &[&str], env: &[(String, String)]) -> TestResult<Ran> {
-    output_of(
-        Command::new(bin_path("curate")?)
-            .args([
-                "compact",
-                "--store",
-                store,
-                "--json",
-                "--now",
-                &rfc3339(T0 + 30 * 24 * 3600 * SEC),
-            ])
-            .args(extra)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-    )
+    output_of(&mut compact_cmd(store, extra, env)?)
+}
+
+/// Compaction records in a local store.
+fn compaction_records(store: &Path) -> usize {
+    std::fs::read_dir(store.join("_compaction")).map_or(0, |d| d.count())
+}
+
+/// Two compactions of one store at once: the first pauses after listing the files (a test
+/// hook) while the second compacts everything, with the sources kept for the grace period or
+/// deleted at once. Each partition is compacted by one run only: no span is written twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_compactions_write_each_span_once() -> TestResult {
+    for grace in ["10m", "0s"] {
+        let dir = tempfile::tempdir()?;
+        let opts = IngestOpts::local(dir.path());
+        let spans = small_files_store(dir.path(), &opts, 3).await?;
+        let store = dir.path().join("store").display().to_string();
+        let want = format!(r#"{{"n":{spans},"d":{spans}}}"#);
+        let go = dir.path().join("go");
+        let paused = compact_cmd(&store, &["--grace", grace], &[])?
+            .env(
+                "CURATE_TEST_HOOK",
+                format!("pause-at=listed,until={}", go.display()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !dir.path().join("go.paused").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no pause in 60 s (grace {grace})"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (code, stdout, stderr) = compact(&store, &["--grace", grace], &[])?;
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let second: Value = serde_json::from_str(stdout.trim())?;
+        assert_eq!(second["files_after"], 2, "{second}");
+        std::fs::write(&go, "")?;
+        let first = paused.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&first.stdout);
+        assert_eq!(
+            first.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        let first: Value = serde_json::from_str(stdout.trim())?;
+        assert_eq!(
+            (first["files_after"].as_u64(), first["busy"].as_u64()),
+            (Some(0), Some(2)),
+            "the paused run left both partitions to the other (grace {grace}): {first}"
+        );
+        let (code, stdout, stderr) = curate_count(&store, &[])?;
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(stdout.trim(), want, "grace {grace}");
+
+        // Once the sources are deleted, the files hold each span once.
+        let (code, stdout, stderr) = compact(&store, &["--grace", "0s"], &[])?;
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let rows = local_store_rows(Path::new(&store))?;
+        let ids: std::collections::BTreeSet<(String, String)> = rows
+            .iter()
+            .map(|(_, r)| (r.trace_id.clone(), r.span_id.clone()))
+            .collect();
+        assert_eq!((rows.len(), ids.len()), (spans, spans), "grace {grace}");
+        assert_eq!(walk_parquet(&dir.path().join("store/spans")), 2);
+        assert_eq!(compaction_records(Path::new(&store)), 0);
+    }
+    Ok(())
 }
 
 /// Compaction under a reader querying in a loop: every answer counts each span once.
