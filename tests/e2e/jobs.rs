@@ -815,8 +815,8 @@ fn walk_parquet(dir: &Path) -> usize {
         .sum()
 }
 
-/// A compaction killed at random points, then run to the end: no duplicates, no loss, and
-/// readers count every span once in between.
+/// A compaction stopped at each of its steps, then killed at random points, then run to the
+/// end: no duplicates, no loss, and readers count every span once in between.
 #[tokio::test(flavor = "multi_thread")]
 async fn compaction_killed_at_random_points_loses_and_duplicates_nothing() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -824,20 +824,29 @@ async fn compaction_killed_at_random_points_loses_and_duplicates_nothing() -> Te
     let spans = small_files_store(dir.path(), &opts, 8).await?;
     let store = dir.path().join("store").display().to_string();
     let want = format!(r#"{{"n":{spans},"d":{spans}}}"#);
-    // Files of about 16 KiB in groups of two: 8 compactions, each a record, a target and
-    // deletes; a debug-build run takes about 20 ms with its start, so kills after 5..59 ms land
-    // inside it (where exactly varies with the machine).
+    let compact_args = ["--grace", "0s", "--target-size", "40KiB"];
+    // Files of about 16 KiB in groups of two: per partition, a record naming 4 targets and
+    // their sources. Stopped (by a test hook) after the record, after a target, and after a
+    // source deletion: each run leaves the compaction half done, as a kill there would.
+    for step in ["recorded", "written", "retiring"] {
+        let hook = [("CURATE_TEST_HOOK".to_string(), format!("stop-at={step}"))];
+        let (code, stdout, stderr) = compact(&store, &compact_args, &hook)?;
+        assert_eq!(code, 1, "{stdout}{stderr}");
+        assert!(stderr.contains(step), "{stderr}");
+        assert!(
+            compaction_records(Path::new(&store)) > 0,
+            "stopped at {step}: a compaction record is left"
+        );
+        let (code, stdout, stderr) = curate_count(&store, &[])?;
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(stdout.trim(), want, "after a stop at {step}");
+    }
+    // Then killed at times: a debug-build run takes about 20 ms with its start, so kills
+    // after 5..59 ms land anywhere in it (where exactly varies with the machine).
     for round in 0..10u64 {
         let mut child = Command::new(bin_path("curate")?)
-            .args([
-                "compact",
-                "--store",
-                &store,
-                "--grace",
-                "0s",
-                "--target-size",
-                "40KiB",
-            ])
+            .args(["compact", "--store", &store])
+            .args(compact_args)
             .args(["--now", &rfc3339(T0 + 30 * 24 * 3600 * SEC)])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -851,7 +860,7 @@ async fn compaction_killed_at_random_points_loses_and_duplicates_nothing() -> Te
         eprintln!(
             "round {round}: {} span files, {} compaction records",
             walk_parquet(&dir.path().join("store/spans")),
-            std::fs::read_dir(dir.path().join("store/_compaction")).map_or(0, |d| d.count())
+            compaction_records(Path::new(&store))
         );
     }
     // Run to completion (twice: the second finds nothing left to do).
