@@ -191,6 +191,22 @@ fn selected_per_trace(out_dir: &Path) -> TestResult<BTreeMap<String, usize>> {
     Ok(counts)
 }
 
+/// Score spans in a local store per (judged trace, judged span, metric).
+fn score_rows(store: &Path) -> TestResult<BTreeMap<(String, String, String), usize>> {
+    let mut rows = BTreeMap::new();
+    for (_, row) in local_store_rows(store)? {
+        if let Some(metric) = row.attribute("gen_ai.evaluation.name") {
+            let (trace, span) = row
+                .links
+                .first()
+                .map(|l| (l.trace_id.clone(), l.span_id.clone()))
+                .unwrap_or_default();
+            *rows.entry((trace, span, metric.to_string())).or_insert(0) += 1;
+        }
+    }
+    Ok(rows)
+}
+
 fn hex_id(n: u32) -> String {
     hex::encode(trace_id(n))
 }
@@ -298,26 +314,14 @@ async fn job_runs_select_and_judge_every_trace_exactly_once() -> TestResult {
         "selected once each: {selected:?}"
     );
 
-    // Judged once each: one score span id per judged trace in the store.
-    let mut score_ids: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
-    for (_, row) in local_store_rows(&store)? {
-        if row.attribute("gen_ai.evaluation.name").is_some() {
-            let judged = row
-                .links
-                .first()
-                .map(|l| l.trace_id.clone())
-                .unwrap_or_default();
-            score_ids
-                .entry(judged)
-                .or_default()
-                .insert(row.span_id.clone());
-        }
-    }
-    assert_eq!(score_ids.keys().cloned().collect::<Vec<_>>(), expected);
-    assert!(
-        score_ids.values().all(|ids| ids.len() == 1),
-        "{score_ids:?}"
-    );
+    // Judged once each: one score span per (judged span, metric) in the store, and only
+    // spans of the planted traces judged.
+    let scores = score_rows(&store)?;
+    let judged: std::collections::BTreeSet<String> =
+        scores.keys().map(|(trace, _, _)| trace.clone()).collect();
+    assert_eq!(judged.into_iter().collect::<Vec<_>>(), expected);
+    assert_eq!(scores.len(), expected.len(), "one call each: {scores:?}");
+    assert!(scores.values().all(|&n| n == 1), "{scores:?}");
     // Pairs in flight when run 2 was killed may be asked twice (concurrency 2), no more.
     assert!(
         judge.request_count() <= expected.len() + 2,
