@@ -5,22 +5,27 @@
 //! Which traces a run takes: those whose start time is in `[watermark, until)`, where `until`
 //! is the settle cutoff (`now - settle`) or, if earlier, the start of the earliest trace that
 //! is still receiving spans. Every trace starting before `until` has therefore settled, and a
-//! trace's start time only moves earlier when late spans arrive, so a trace is taken by exactly
-//! one run however late its spans come.
+//! trace's start time only moves earlier when late spans arrive. A run reads spans from
+//! `lookback` before the watermark only, so a span starting more than `lookback` after its
+//! trace would make a trace taken long ago look new: each window therefore records the ids it
+//! took (`_jobs/<name>/taken/<until>.txt`, one a line) and later windows leave those out, so a
+//! trace is taken by exactly one run however late its spans come.
 //!
 //! State lives in the store, `_jobs/<name>/state/<seq>.json`, one new file per change, each
 //! created only if absent (a conditional put on S3): of two runs that start together only one
 //! can create the next state file, and the other exits 3. A run records its window before
 //! working on it; if it fails or is killed, the next run finishes that window first (same
-//! dataset, same eval run id, so eval-runner resumes and reuses verdicts), then goes on.
+//! dataset, same eval run id, so eval-runner resumes and reuses verdicts), then goes on. Any
+//! error after a run took the job records a `failed` state, so the next run need not wait for
+//! the lease.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -219,16 +224,62 @@ pub struct State {
     pub last_report: Option<String>,
 }
 
+/// A job's folder in the store: `state/` and `taken/`.
 struct StateStore {
     store: schemas::store::Store,
+    /// `_jobs/<name>`.
     dir: String,
 }
 
 impl StateStore {
+    fn taken_path(&self, window: &RunWindow) -> ObjectPath {
+        ObjectPath::from(format!("{}/taken/{}.txt", self.dir, stamp(window.until)))
+    }
+
+    /// Records the trace ids `window` took (again, when a failed window is finished).
+    async fn record_taken(&self, window: &RunWindow, ids: &[String]) -> Result<(), CurateError> {
+        let mut text = ids.join("\n");
+        text.push('\n');
+        self.store
+            .object_store()
+            .put(&self.taken_path(window), PutPayload::from(text))
+            .await?;
+        Ok(())
+    }
+
+    /// The trace ids taken by the windows before `window`. 33 bytes per judged trace, read
+    /// once per run.
+    async fn taken_before(&self, window: &RunWindow) -> Result<HashSet<String>, CurateError> {
+        let os = self.store.object_store();
+        let own = self.taken_path(window);
+        let lists: Vec<ObjectPath> = os
+            .list(Some(&ObjectPath::from(format!("{}/taken", self.dir))))
+            .map_ok(|m| m.location)
+            .try_filter(|p| futures::future::ready(p.as_ref().ends_with(".txt") && *p != own))
+            .try_collect()
+            .await?;
+        let mut texts = futures::stream::iter(lists.into_iter().map(|p| {
+            let os = os.clone();
+            async move { os.get(&p).await?.bytes().await }
+        }))
+        .buffer_unordered(16);
+        let mut taken = HashSet::new();
+        while let Some(bytes) = texts.next().await {
+            let bytes = bytes?;
+            taken.extend(
+                String::from_utf8_lossy(&bytes)
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        Ok(taken)
+    }
+
     async fn latest(&self) -> Result<Option<State>, CurateError> {
         let os = self.store.object_store();
         let objects: Vec<_> = os
-            .list(Some(&ObjectPath::from(self.dir.as_str())))
+            .list(Some(&ObjectPath::from(format!("{}/state", self.dir))))
             .try_collect()
             .await?;
         let Some(last) = objects
@@ -248,7 +299,7 @@ impl StateStore {
     /// Writes `state` as the next state file; fails with `JobRefused` if another run wrote
     /// that sequence number first.
     async fn create(&self, state: &State) -> Result<(), CurateError> {
-        let path = ObjectPath::from(format!("{}/{:020}.json", self.dir, state.seq));
+        let path = ObjectPath::from(format!("{}/state/{:020}.json", self.dir, state.seq));
         let body = serde_json::to_vec_pretty(state).unwrap_or_default();
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -410,7 +461,7 @@ pub async fn run(
         .map_err(|e| CurateError::BadArgs(format!("job store: {e}")))?;
     let states = StateStore {
         store,
-        dir: format!("_jobs/{}/state", job.name),
+        dir: format!("_jobs/{}", job.name),
     };
     let latest = states.latest().await?.unwrap_or_default();
     let invocation = new_invocation(now);
@@ -437,107 +488,165 @@ pub async fn run(
         pending: latest.pending.clone(),
         last_report: latest.last_report.clone(),
     };
-    let mut reports = Vec::new();
     if dry_run {
         let window = match &latest.pending {
             Some(p) => p.clone(),
             None => new_window(&job, watermark, cutoff, lookback).await?,
         };
-        return plan(&job, &window, now, lookback, json).await;
+        return plan(&job, &states, &window, now, lookback, json).await;
     }
     state.seq += 1;
     states.create(&state).await?;
     tracing::info!(job = job.name, invocation, watermark = %watermark, "job run started");
-    // An unfinished window first, then what is new.
-    let mut windows: Vec<RunWindow> = latest.pending.into_iter().collect();
-    loop {
-        let window = match windows.pop() {
-            Some(w) => w,
-            None => {
-                let since = state.watermark.unwrap_or(watermark);
-                let w = new_window(&job, since, cutoff, lookback).await?;
-                if w.until <= w.since {
-                    break;
+    let run = Run {
+        job: &job,
+        outputs: &outputs,
+        states: &states,
+        clock: &clock,
+        now,
+        cutoff,
+        lookback,
+        json,
+    };
+    let result = run.windows(&mut state, latest.pending).await;
+    if result.is_err() {
+        run.mark_failed(&mut state).await;
+    }
+    result
+}
+
+/// One invocation that holds the job.
+struct Run<'a> {
+    job: &'a JobFile,
+    outputs: &'a Outputs,
+    states: &'a StateStore,
+    clock: &'a Clock,
+    now: DateTime<Utc>,
+    cutoff: DateTime<Utc>,
+    lookback: chrono::Duration,
+    json: bool,
+}
+
+impl Run<'_> {
+    /// An unfinished window first, then what is new.
+    async fn windows(
+        &self,
+        state: &mut State,
+        pending: Option<RunWindow>,
+    ) -> Result<String, CurateError> {
+        let (job, states, json) = (self.job, self.states, self.json);
+        let mut reports = Vec::new();
+        let mut windows: Vec<RunWindow> = pending.into_iter().collect();
+        loop {
+            let window = match windows.pop() {
+                Some(w) => w,
+                None => {
+                    let since = state.watermark.unwrap_or(self.cutoff);
+                    let w = new_window(job, since, self.cutoff, self.lookback).await?;
+                    if w.until <= w.since {
+                        break;
+                    }
+                    state.seq += 1;
+                    state.pending = Some(w.clone());
+                    state.updated = Some(self.clock.now());
+                    states.create(state).await?;
+                    w
                 }
-                state.seq += 1;
-                state.pending = Some(w.clone());
-                state.updated = Some(clock.now());
-                states.create(&state).await?;
-                w
-            }
-        };
-        let report = run_window(&job, &outputs, &window, &invocation, now, lookback).await;
-        let report = match report {
-            Ok(r) => r,
-            Err(e) => {
-                state.seq += 1;
+            };
+            let report = run_window(
+                job,
+                self.outputs,
+                states,
+                &window,
+                &state.invocation,
+                self.now,
+                self.lookback,
+            )
+            .await?;
+            let failed = report.status != "done";
+            state.seq += 1;
+            state.updated = Some(self.clock.now());
+            state.last_report = Some(report.dataset.clone() + ".report.json");
+            if failed {
                 state.status = "failed".into();
-                state.updated = Some(clock.now());
-                state.pending = Some(window);
-                let _ = states.create(&state).await;
-                return Err(e);
+            } else {
+                state.watermark = Some(window.until);
+                state.pending = None;
+            }
+            states.create(state).await?;
+            tracing::info!(
+                job = job.name,
+                invocation = state.invocation,
+                since = %window.since,
+                until = %window.until,
+                selected = report.selected,
+                judged = report.judged,
+                failed = report.failed,
+                "job window {}",
+                report.status
+            );
+            reports.push(report);
+            if failed {
+                return Err(CurateError::JobFailed(format!(
+                    "{}job {}: the window from {} failed ({}); the watermark stays at {}, rerun \
+                     to resume",
+                    render(&reports, json),
+                    job.name,
+                    window.since,
+                    reports
+                        .last()
+                        .and_then(|r| r.error.clone())
+                        .unwrap_or_default(),
+                    window.since
+                )));
+            }
+        }
+        state.seq += 1;
+        state.status = "done".into();
+        state.updated = Some(self.clock.now());
+        states.create(state).await?;
+        if reports.is_empty() {
+            return Ok(if json {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"job": job.name, "invocation": state.invocation,
+                        "windows": [], "watermark": state.watermark, "message": "nothing new"})
+                )
+            } else {
+                format!(
+                    "job {}: nothing new since {} (settle {})\n",
+                    job.name,
+                    state.watermark.map(|w| w.to_rfc3339()).unwrap_or_default(),
+                    job.settle.as_deref().unwrap_or("5m")
+                )
+            });
+        }
+        Ok(render(&reports, json))
+    }
+
+    /// After an error, records a `failed` state (keeping the unfinished window), so the next
+    /// run resumes at once instead of waiting out the lease; unless the latest state is no
+    /// longer this run's `running` one (another run took the job over, or the failure is
+    /// recorded already).
+    async fn mark_failed(&self, state: &mut State) {
+        let latest = match self.states.latest().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(job = self.job.name, error = %e, "could not record the failure");
+                return;
             }
         };
-        let failed = report.status != "done";
-        state.seq += 1;
-        state.updated = Some(clock.now());
-        state.last_report = Some(report.dataset.clone() + ".report.json");
-        if failed {
-            state.status = "failed".into();
-            state.pending = Some(window.clone());
-        } else {
-            state.watermark = Some(window.until);
-            state.pending = None;
+        if latest.invocation != state.invocation || latest.status != "running" {
+            return;
         }
-        states.create(&state).await?;
-        tracing::info!(
-            job = job.name,
-            invocation,
-            since = %window.since,
-            until = %window.until,
-            selected = report.selected,
-            judged = report.judged,
-            failed = report.failed,
-            "job window {}",
-            report.status
-        );
-        reports.push(report);
-        if failed {
-            return Err(CurateError::JobFailed(format!(
-                "{}job {}: the window from {} failed ({}); the watermark stays at {}, rerun to \
-                 resume",
-                render(&reports, json),
-                job.name,
-                window.since,
-                reports
-                    .last()
-                    .and_then(|r| r.error.clone())
-                    .unwrap_or_default(),
-                window.since
-            )));
+        state.seq = latest.seq + 1;
+        state.status = "failed".into();
+        state.updated = Some(self.clock.now());
+        if let Err(e) = self.states.create(state).await {
+            tracing::warn!(job = self.job.name, error = %e, "could not record the failure");
         }
     }
-    state.seq += 1;
-    state.status = "done".into();
-    state.updated = Some(clock.now());
-    states.create(&state).await?;
-    if reports.is_empty() {
-        return Ok(if json {
-            format!(
-                "{}\n",
-                serde_json::json!({"job": job.name, "invocation": invocation, "windows": [],
-                    "watermark": state.watermark, "message": "nothing new"})
-            )
-        } else {
-            format!(
-                "job {}: nothing new since {} (settle {})\n",
-                job.name,
-                state.watermark.map(|w| w.to_rfc3339()).unwrap_or_default(),
-                job.settle.as_deref().unwrap_or("5m")
-            )
-        });
-    }
-    Ok(render(&reports, json))
 }
 
 fn render(reports: &[WindowReport], json: bool) -> String {
@@ -608,10 +717,11 @@ async fn new_window(
     })
 }
 
-/// Exports the traces starting in `window` to `dataset`, reading spans from `lookback`
-/// before it so traces that began just before are seen whole.
+/// Exports the traces starting in `window` and not taken by an earlier window to `dataset`,
+/// reading spans from `lookback` before it so traces that began just before are seen whole.
 async fn export_window(
     job: &JobFile,
+    states: &StateStore,
     dataset: &Path,
     window: &RunWindow,
     now: DateTime<Utc>,
@@ -627,6 +737,7 @@ async fn export_window(
         Some(TraceStarts {
             since: window.since,
             until: window.until,
+            taken: states.taken_before(window).await?,
         }),
     )
     .await
@@ -636,6 +747,7 @@ async fn export_window(
 async fn run_window(
     job: &JobFile,
     outputs: &Outputs,
+    states: &StateStore,
     window: &RunWindow,
     invocation: &str,
     now: DateTime<Utc>,
@@ -646,7 +758,8 @@ async fn run_window(
         .map_err(|e| CurateError::io(format!("creating {}", outputs.local_dir.display()), e))?;
     let dataset = outputs.path(&name);
     let started = Instant::now();
-    let summary = export_window(job, &dataset, window, now, lookback).await?;
+    let summary = export_window(job, states, &dataset, window, now, lookback).await?;
+    states.record_taken(window, &summary.trace_ids).await?;
     outputs.upload(&name).await?;
     outputs.upload(&format!("{name}.manifest.json")).await?;
     let select_seconds = started.elapsed().as_secs_f64();
@@ -775,6 +888,7 @@ fn eval_args(
 /// calling the judge, writing a dataset where the job keeps them, or moving the watermark.
 async fn plan(
     job: &JobFile,
+    states: &StateStore,
     window: &RunWindow,
     now: DateTime<Utc>,
     lookback: chrono::Duration,
@@ -785,7 +899,7 @@ async fn plan(
         .map_err(|e| CurateError::io(format!("creating {}", scratch.display()), e))?;
     let dataset = scratch.join("dataset.jsonl");
     let result = async {
-        let summary = export_window(job, &dataset, window, now, lookback).await?;
+        let summary = export_window(job, states, &dataset, window, now, lookback).await?;
         let text = std::fs::read_to_string(&dataset).unwrap_or_default();
         let metrics = job.judge.as_ref().map_or(0, |j| j.metrics.len());
         // A judge prompt is the item plus a template of about 150 tokens; an answer about 100.

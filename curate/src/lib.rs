@@ -40,6 +40,9 @@ pub struct Summary {
     pub selected: usize,
     pub not_settled: usize,
     pub exported_traces: usize,
+    /// The exported traces' ids.
+    #[serde(skip)]
+    pub trace_ids: Vec<String>,
     pub lines: usize,
     pub calls_without_content: usize,
     pub out: String,
@@ -228,11 +231,13 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
     })
 }
 
-/// Trace start times a job run takes: `since <= trace start < until`.
-#[derive(Debug, Clone, Copy)]
+/// Trace start times a job run takes: `since <= trace start < until`, leaving out the traces
+/// in `taken` (selected by an earlier run: a span arriving long after them makes them look new).
+#[derive(Debug, Clone)]
 pub struct TraceStarts {
     pub since: DateTime<Utc>,
     pub until: DateTime<Utc>,
+    pub taken: std::collections::HashSet<String>,
 }
 
 /// Selects with the rules of `args` over `window` (and, for a job, only traces starting in
@@ -284,12 +289,15 @@ pub async fn export_dataset(
         progress.inc(1);
     })
     .await?;
-    let combined = select::combine(&per_rule, args.match_);
+    let mut combined = select::combine(&per_rule, args.match_);
+    if let Some(ts) = &trace_starts {
+        combined.retain(|id, _| !ts.taken.contains(id));
+    }
     progress.set_message(format!("settling {} selected traces", combined.len()));
     progress.inc(1);
     select::register_selected(&catalog, &combined)?;
     let mut eligible = format!("t.end_time <= {}", sql_time(now - settle));
-    if let Some(ts) = trace_starts {
+    if let Some(ts) = &trace_starts {
         eligible.push_str(&format!(
             " AND t.start_time >= {} AND t.start_time < {}",
             sql_time(ts.since),
@@ -319,6 +327,7 @@ pub async fn export_dataset(
         selected: combined.len(),
         not_settled,
         exported_traces: exported.traces,
+        trace_ids: traces.iter().map(|t| t.trace_id.clone()).collect(),
         lines: exported.lines.len(),
         calls_without_content: exported.calls_without_content,
         out: out.display().to_string(),

@@ -13,7 +13,7 @@ use trace2eval_tests::client::{Grpc, request};
 use trace2eval_tests::harness::{
     Ingest, IngestOpts, Ran, S3Server, TestResult, bin_path, local_store_rows, output_of,
 };
-use trace2eval_tests::judge::{JudgeConfig, JudgeServer};
+use trace2eval_tests::judge::{Fault, JudgeConfig, JudgeServer};
 
 const SEC: u64 = 1_000_000_000;
 /// The jobs' clock: `--now` of each run is this plus some hours.
@@ -328,6 +328,125 @@ async fn job_runs_select_and_judge_every_trace_exactly_once() -> TestResult {
         "{} requests",
         judge.request_count()
     );
+    Ok(())
+}
+
+/// A trace taken by one run gets an LLM call starting 40 minutes after it began, more than the
+/// job's `lookback` (10m): the next run no longer sees the trace's first spans, and must still
+/// not take the trace as new.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_call_beyond_the_lookback_does_not_select_its_trace_again() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    let opts = IngestOpts::local(dir.path());
+    let judge = JudgeServer::start(JudgeConfig::default())?;
+    let out = dir.path().join("datasets");
+    let job = write_job(
+        dir.path(),
+        &store.display().to_string(),
+        &out.display().to_string(),
+        &judge,
+    )?;
+    std::fs::write(
+        &job,
+        std::fs::read_to_string(&job)?.replace("settle = ", "lookback = \"10m\"\nsettle = "),
+    )?;
+    let t1 = T0 + 3600 * SEC;
+    ingest_spans(dir.path(), &opts, trace(1, t1 - 1800 * SEC)).await?;
+    let (code, stdout, stderr) = run_job(&job, t1, &judge, &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    let t2 = t1 + 3600 * SEC;
+    let mut late = trace(1, t1 + 600 * SEC).remove(1);
+    late.span_id = [1u32.to_be_bytes(), [0, 0, 0, 9]].concat();
+    let mut spans = vec![late];
+    spans.extend(trace(2, t2 - 1800 * SEC));
+    ingest_spans(dir.path(), &opts, spans).await?;
+    let (code, stdout, stderr) = run_job(&job, t2, &judge, &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
+    assert_eq!(report["selected"], 1, "trace 2 only: {report}");
+    let selected = selected_per_trace(&out.join("nightly"))?;
+    assert_eq!(
+        selected,
+        BTreeMap::from([(hex_id(1), 1), (hex_id(2), 1)]),
+        "each trace in one dataset"
+    );
+    assert_eq!(judge.request_count(), 2);
+    Ok(())
+}
+
+/// A run that fails before judging (an unreadable span file) or while judging (the judge
+/// answers 500) exits 1 and records the failure, so the next run resumes at once instead of
+/// waiting out the 1h lease; the run that succeeds judges each trace once.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_runs_are_resumed_at_once_by_the_next_run() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    let opts = IngestOpts::local(dir.path());
+    let healthy = JudgeServer::start(JudgeConfig::default())?;
+    let failing = JudgeServer::start(JudgeConfig {
+        faults: vec![(
+            "question".into(),
+            Fault::Status {
+                code: 500,
+                retry_after_secs: None,
+            },
+            u32::MAX,
+        )],
+        ..JudgeConfig::default()
+    })?;
+    let out = dir.path().join("datasets");
+    let job = write_job(
+        dir.path(),
+        &store.display().to_string(),
+        &out.display().to_string(),
+        &healthy,
+    )?;
+    std::fs::write(
+        &job,
+        std::fs::read_to_string(&job)?
+            .replace("lease = \"1s\"", "lease = \"1h\"")
+            .replace("concurrency = 2", "concurrency = 2\nmax_retries = 0"),
+    )?;
+    let t1 = T0 + 3600 * SEC;
+    let spans: Vec<Span> = (1..5)
+        .flat_map(|n| trace(n, t1 - 1800 * SEC + u64::from(n) * SEC))
+        .collect();
+    ingest_spans(dir.path(), &opts, spans).await?;
+
+    // Run 1: a span file that is not Parquet makes selecting fail.
+    let partition = local_store_rows(&store)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .next()
+        .ok_or("no span files")?;
+    let broken = store
+        .join(partition)
+        .join("01KZZZZZZZZZZZZZZZZZZZZZZZ.parquet");
+    std::fs::write(&broken, "not parquet")?;
+    let (code, stdout, stderr) = run_job(&job, t1, &healthy, &[])?;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    std::fs::remove_file(&broken)?;
+
+    // Run 2, at once: the judge fails every request.
+    let (code, stdout, stderr) = run_job(&job, t1, &failing, &[])?;
+    assert_eq!(code, 1, "resumed, then failed judging: {stdout}{stderr}");
+    assert!(failing.request_count() >= 4);
+
+    // Run 3, at once: finishes the window.
+    let (code, stdout, stderr) = run_job(&job, t1, &healthy, &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
+    assert_eq!(
+        (report["selected"].as_u64(), report["judged"].as_u64()),
+        (Some(4), Some(4)),
+        "{report}"
+    );
+    assert_eq!(healthy.request_count(), 4);
+    let scores = score_rows(&store)?;
+    assert_eq!(scores.len(), 4, "{scores:?}");
+    assert!(scores.values().all(|&n| n == 1), "{scores:?}");
     Ok(())
 }
 
