@@ -74,7 +74,12 @@ impl Judge {
             .map_err(|e| e.to_string())?;
         let url = match cfg.provider {
             Provider::OpenAi => format!("{}/chat/completions", cfg.judge_url),
-            Provider::Anthropic => format!("{}/v1/messages", cfg.judge_url),
+            // Both `https://api.anthropic.com` and `.../v1` (as OpenAI-style base URLs are
+            // written) are accepted.
+            Provider::Anthropic => format!(
+                "{}/v1/messages",
+                cfg.judge_url.strip_suffix("/v1").unwrap_or(&cfg.judge_url)
+            ),
         };
         Ok(Self {
             http,
@@ -199,7 +204,14 @@ impl Judge {
             (Provider::Anthropic, key) => {
                 let req = req.header("anthropic-version", "2023-06-01");
                 match key {
-                    Some(k) => req.header("x-api-key", k.expose()),
+                    Some(k) => match reqwest::header::HeaderValue::from_str(k.expose()) {
+                        Ok(mut v) => {
+                            // Kept out of reqwest's and hyper's debug output.
+                            v.set_sensitive(true);
+                            req.header("x-api-key", v)
+                        }
+                        Err(_) => req.header("x-api-key", k.expose()),
+                    },
                     None => req,
                 }
             }

@@ -8,8 +8,10 @@ use crate::error::EvalError;
 /// E-mail addresses.
 const EMAIL: &str = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}";
 /// Phone numbers: an optional +, then at least 8 digits with spaces, dots, dashes or
-/// parentheses between them.
-const PHONE: &str = r"\+?\(?\d(?:[\s.()-]*\d){7,}";
+/// parentheses between them. Dates and timestamps (`2024-01-15`, `2024-01-15 10:30:00`,
+/// `15.01.2024`, also in parentheses) have as many digits: they are matched first, as `keep`,
+/// and left as they are.
+const PHONE: &str = r"(?P<keep>\(?\b(?:\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?|\d{1,2}\.\d{1,2}\.\d{4}\b))|\+?\(?\d(?:[\s.()-]*\d){7,}";
 
 pub struct Masker {
     rules: Vec<(Regex, &'static str)>,
@@ -51,10 +53,16 @@ impl Masker {
             .join("\u{0}")
     }
 
+    /// `text` with every match replaced, except what a pattern's `keep` group matched.
     pub fn apply(&self, text: &str) -> String {
         let mut out = text.to_string();
         for (re, with) in &self.rules {
-            out = re.replace_all(&out, *with).into_owned();
+            out = re
+                .replace_all(&out, |c: &regex::Captures| match c.name("keep") {
+                    Some(kept) => kept.as_str().to_string(),
+                    None => (*with).to_string(),
+                })
+                .into_owned();
         }
         out
     }
@@ -75,6 +83,22 @@ mod tests {
         );
         assert!(Masker::new(&["ssn".into()], &[]).is_err());
         assert!(Masker::new(&[], &["(".into()]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn dates_and_timestamps_are_not_taken_for_phone_numbers() -> Result<(), EvalError> {
+        let m = Masker::new(&["phone".into()], &[])?;
+        assert_eq!(
+            m.apply(
+                "on 2024-01-15 at 2024-01-15 10:30:00 (15.01.2024, (2024-01-16)) call 020 7946 0958"
+            ),
+            "on 2024-01-15 at 2024-01-15 10:30:00 (15.01.2024, (2024-01-16)) call [PHONE]"
+        );
+        assert_eq!(
+            m.apply("2024-01-15T09:00:00Z: +44 20 7946 0958"),
+            "2024-01-15T09:00:00Z: [PHONE]"
+        );
         Ok(())
     }
 }

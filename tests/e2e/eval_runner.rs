@@ -423,11 +423,20 @@ async fn anthropic_judge_faults_are_retried_or_recorded_per_item() -> TestResult
         assert_eq!(req.body["tool_choice"]["type"], "tool");
     }
 
-    // A rerun judges only the two failures again (they fail again), nothing else.
+    // A rerun judges only the two failures again (they fail again), nothing else. Its judge
+    // URL ends in /v1, as OpenAI-style base URLs are written: still /v1/messages.
     let before = judge.request_count();
-    let (code, _, _) = eval_runner(&args, &[("ANTHROPIC_API_KEY", "sk-ant-test-2")])?;
+    let v1 = format!("{}/v1", judge.anthropic_base_url());
+    let mut rerun = args;
+    rerun[7] = &v1;
+    let (code, _, _) = eval_runner(&rerun, &[("ANTHROPIC_API_KEY", "sk-ant-test-2")])?;
     assert_eq!(code, 1);
     assert_eq!(judge.request_count() - before, 2 * 3);
+    assert!(
+        judge.requests()[before..]
+            .iter()
+            .all(|r| r.path == "/v1/messages")
+    );
     assert_eq!(
         jsonl(&results)?.len(),
         answers.len(),
