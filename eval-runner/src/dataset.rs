@@ -1,5 +1,10 @@
 //! Reading a dataset written by `curate`: the `items`, `langfuse` and `phoenix` formats carry
 //! the ids a score span links to; `openai-chat` lines do not, and are refused with a hint.
+//!
+//! A `langfuse` line is a Langfuse dataset item: input messages and context, `expectedOutput`,
+//! metadata and the source ids, but no model answer (Langfuse produces answers when an
+//! experiment runs the item). Its items therefore have no output, and metrics that judge an
+//! output skip them with that reason (see `Metric::missing`).
 
 use std::path::Path;
 
@@ -8,15 +13,26 @@ use sha2::{Digest, Sha256};
 
 use crate::error::EvalError;
 
+/// The dataset formats of `curate --format` that eval-runner reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Items,
+    Langfuse,
+    Phoenix,
+}
+
 /// One dataset item, whatever format it came in.
 #[derive(Debug, Clone)]
 pub struct Item {
     pub id: String,
     pub trace_id: String,
     pub span_id: String,
+    pub format: Format,
     /// Input messages (`[{"role", "content"}]`), or a plain string.
     pub input: Value,
-    pub output: String,
+    /// The answer to judge; `None` when the line has none (null, empty, or a format without
+    /// answers).
+    pub output: Option<String>,
     pub context: Vec<String>,
     pub expected: Option<String>,
     pub metadata: Value,
@@ -85,19 +101,21 @@ pub fn parse_line(line: &str) -> Result<Item, String> {
     if !v.is_object() {
         return Err("not a JSON object".into());
     }
-    let (id, trace_id, span_id, input, output, context, expected, metadata);
+    let (format, id, trace_id, span_id, input, output, context, expected, metadata);
     if v.get("sourceTraceId").is_some() {
-        // langfuse: input {messages, context}, expectedOutput, metadata, source ids.
+        // langfuse: input {messages, context}, expectedOutput, metadata, source ids; no answer.
+        format = Format::Langfuse;
         id = str_of(&v, "id");
         trace_id = str_of(&v, "sourceTraceId");
         span_id = str_of(&v, "sourceObservationId");
         input = v["input"]["messages"].clone();
         context = v["input"]["context"].clone();
-        output = v["metadata"]["output"].clone();
+        output = Value::Null;
         expected = v["expectedOutput"].clone();
         metadata = v["metadata"].clone();
     } else if v["metadata"].get("trace_id").is_some() && v.get("trace_id").is_none() {
         // phoenix: input {messages, context}, output {content}, ids in metadata.
+        format = Format::Phoenix;
         let m = &v["metadata"];
         id = str_of(m, "id");
         trace_id = str_of(m, "trace_id");
@@ -114,6 +132,7 @@ pub fn parse_line(line: &str) -> Result<Item, String> {
                 .into(),
         );
     } else {
+        format = Format::Items;
         id = str_of(&v, "id");
         trace_id = str_of(&v, "trace_id");
         span_id = str_of(&v, "span_id");
@@ -136,9 +155,10 @@ pub fn parse_line(line: &str) -> Result<Item, String> {
         return Err("no input".into());
     }
     let output = match output {
-        Value::String(s) => s,
-        Value::Null => String::new(),
-        other => other.to_string(),
+        Value::Null => None,
+        Value::String(s) if s.trim().is_empty() => None,
+        Value::String(s) => Some(s),
+        other => Some(other.to_string()),
     };
     let context = match context {
         Value::Array(a) => a
@@ -164,6 +184,7 @@ pub fn parse_line(line: &str) -> Result<Item, String> {
         id,
         trace_id,
         span_id,
+        format,
         input,
         output,
         context,
@@ -203,7 +224,9 @@ mod tests {
             (a.input.clone(), a.context.clone())
         );
         assert_eq!(c.expected.as_deref(), Some("hello!"));
-        assert_eq!((a.id.as_str(), a.output.as_str()), ("x", "hello"));
+        assert_eq!((a.id.as_str(), a.output.as_deref()), ("x", Some("hello")));
+        assert_eq!(b.output.as_deref(), Some("hello"));
+        assert_eq!((c.format, c.output.as_deref()), (Format::Langfuse, None));
         assert_eq!((b.trace_id.as_str(), b.span_id.as_str()), (T, S));
         assert_eq!(a.input, b.input);
         assert_eq!(a.context, b.context);

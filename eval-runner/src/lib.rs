@@ -120,6 +120,16 @@ pub async fn run(
     let prices = schemas::prices::Prices::load(cfg.prices.as_deref())
         .map_err(|e| EvalError::BadArgs(e.to_string()))?;
     let dataset = dataset::read(&cfg.dataset, cfg.limit)?;
+    if dataset
+        .items
+        .iter()
+        .any(|i| i.format == dataset::Format::Langfuse)
+    {
+        tracing::warn!(
+            "langfuse dataset items carry no model answer: metrics that judge an answer skip \
+             them; export with `curate --format items` to judge answers"
+        );
+    }
     let resumed = results::resume(&cfg.out)?;
     let run_id = cfg
         .run_id

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::dataset::Item;
+use crate::dataset::{Format, Item};
 use crate::error::EvalError;
 
 /// How a judge answer becomes a score.
@@ -166,12 +166,23 @@ impl Metric {
             .collect()
     }
 
-    /// Why this item cannot be judged on this metric, if it cannot.
+    /// Why this item cannot be judged on this metric, if it cannot. A template that shows
+    /// `{{output}}` needs an output whether or not `requires` says so: an answer is never
+    /// judged as the empty string.
     pub fn missing(&self, item: &Item) -> Option<String> {
+        if item.output.is_none()
+            && (self.prompt.contains("{{output}}") || self.requires.iter().any(|r| r == "output"))
+        {
+            return Some(match item.format {
+                Format::Langfuse => "no output: a langfuse dataset item carries no model answer \
+(only input and expectedOutput); export with `curate --format items` to judge answers"
+                    .to_string(),
+                Format::Items | Format::Phoenix => "no output".to_string(),
+            });
+        }
         self.requires.iter().find_map(|r| match r.as_str() {
             "context" if item.context.is_empty() => Some("no retrieved context".to_string()),
             "expected" if item.expected.is_none() => Some("no expected output".to_string()),
-            "output" if item.output.is_empty() => Some("no output".to_string()),
             _ => None,
         })
     }
@@ -188,7 +199,7 @@ impl Metric {
         let body = self
             .prompt
             .replace("{{input}}", &render_input(&item.input))
-            .replace("{{output}}", &item.output)
+            .replace("{{output}}", item.output.as_deref().unwrap_or(""))
             .replace("{{context}}", &context)
             .replace("{{expected}}", item.expected.as_deref().unwrap_or(""))
             .replace("{{metadata}}", &item.metadata.to_string());
@@ -367,6 +378,31 @@ mod tests {
         assert!(ok(json!({"score": 42})).is_err_and(|e| e.contains("outside")));
         assert!(ok(json!("I think it is good.")).is_err_and(|e| e.contains("no JSON")));
         assert!(ok(json!({"score": "high"})).is_err());
+    }
+
+    /// A line as `curate --format langfuse` writes it carries no answer: metrics that judge one
+    /// skip it and say why, instead of judging an empty string.
+    #[test]
+    fn a_langfuse_item_has_no_answer_to_judge() -> Result<(), Box<dyn std::error::Error>> {
+        let line = r#"{"id":"0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331","input":{"messages":[{"role":"user","content":"Is parking free?"}],"context":["Parking is free."]},"expectedOutput":null,"metadata":{"rules":["slow"],"model":"gpt-4o-mini","latency_ms":812.0,"input_tokens":812,"output_tokens":40,"cost_usd":0.000146,"status":"OK","service":"chat-api","session_id":"s-1","user_id":"u-9","tenant":"default","start_time":"2026-11-25T14:00:00.000000000Z","root_name":"POST /chat"},"sourceTraceId":"0af7651916cd43dd8448eb211c80319c","sourceObservationId":"b7ad6b7169203331"}"#;
+        let item = crate::dataset::parse_line(line)?;
+        for m in Metric::resolve(&["helpfulness".into(), "faithfulness".into()], None)? {
+            let why = m.missing(&item).unwrap_or_default();
+            assert!(
+                why.contains("langfuse") && why.contains("--format items"),
+                "{why}"
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("m.toml");
+        std::fs::write(
+            &path,
+            "[metrics.clear]\nprompt = \"Is it clear? {{input}}\"\nscale = [1, 5]\n",
+        )?;
+        let clear = Metric::resolve(&["clear".into()], Some(&path))?.remove(0);
+        assert_eq!(clear.missing(&item), None);
+        assert!(clear.render(&item).1.contains("user: Is parking free?"));
+        Ok(())
     }
 
     #[test]
