@@ -2,8 +2,10 @@
 //! evaluation attributes, a `gen_ai.evaluation.result` event with the same fields, and a link to
 //! the judged span. Sent over OTLP (gRPC or HTTP/protobuf) or written into a store as Parquet.
 //!
-//! Ids are derived from the run id, so a resumed run continues the same eval trace and a score
-//! span re-sent after a crash carries the same span id.
+//! Ids are derived from the run id (kept beside the results file, see `results::run_id_path`),
+//! so a resumed run continues the same eval trace and a score span re-sent after a crash carries
+//! the same span id. Store files are named after their content and the batch's first send time,
+//! so re-sending a batch into a store overwrites the file it wrote, not adds a copy.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -190,7 +192,8 @@ impl RunSpans {
     }
 }
 
-fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+/// The OTLP request carrying `spans`.
+pub fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -228,13 +231,11 @@ pub enum Emitter {
     Store {
         store: schemas::store::Store,
         tenant: String,
-        run_id: String,
-        batch: u64,
     },
 }
 
 impl Emitter {
-    pub fn new(emit: &Emit, tenant: &str, run_id: &str) -> Result<Self, EvalError> {
+    pub fn new(emit: &Emit, tenant: &str) -> Result<Self, EvalError> {
         Ok(match emit {
             Emit::None => Self::None,
             Emit::OtlpGrpc(endpoint) => Self::Grpc {
@@ -252,8 +253,6 @@ impl Emitter {
                 store: schemas::store::Store::open(url)
                     .map_err(|e| EvalError::BadArgs(format!("--emit-store: {e}")))?,
                 tenant: tenant.into(),
-                run_id: run_id.into(),
-                batch: 0,
             },
         })
     }
@@ -262,18 +261,23 @@ impl Emitter {
         !matches!(self, Self::None)
     }
 
-    /// Sends `spans`, retrying with backoff; an error means they were not delivered.
-    pub async fn send(&mut self, spans: Vec<Span>) -> Result<(), EvalError> {
-        if spans.is_empty() || !self.enabled() {
+    /// Sends `req`, retrying with backoff; an error means it was not delivered. `sent_ms`
+    /// (when the batch was first sent) names store files: the same request sent again with the
+    /// same `sent_ms` overwrites them.
+    pub async fn send(
+        &mut self,
+        req: &ExportTraceServiceRequest,
+        sent_ms: u64,
+    ) -> Result<(), EvalError> {
+        if req.resource_spans.is_empty() || !self.enabled() {
             return Ok(());
         }
-        let req = request(spans);
         let mut last = String::new();
         for attempt in 0..SEND_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
-            match self.send_once(&req).await {
+            match self.send_once(req, sent_ms).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!("sending score spans (attempt {}): {e}", attempt + 1);
@@ -284,7 +288,11 @@ impl Emitter {
         Err(EvalError::Emit(last))
     }
 
-    async fn send_once(&mut self, req: &ExportTraceServiceRequest) -> Result<(), String> {
+    async fn send_once(
+        &mut self,
+        req: &ExportTraceServiceRequest,
+        sent_ms: u64,
+    ) -> Result<(), String> {
         match self {
             Self::None => Ok(()),
             Self::Grpc { endpoint, client } => {
@@ -331,23 +339,17 @@ impl Emitter {
                     Err(format!("{url}: HTTP {status}: {body}"))
                 }
             }
-            Self::Store {
-                store,
-                tenant,
-                run_id,
-                batch,
-            } => {
-                *batch += 1;
+            Self::Store { store, tenant } => {
                 let mut parts = schemas::convert::PartitionedBatches::new();
                 parts.append(tenant, &req.resource_spans);
-                let now_ms = nanos(SystemTime::now()) / 1_000_000;
+                // Span ids are unique per verdict, so the request bytes name the batch.
+                let h = Sha256::digest(req.encode_to_vec());
+                let mut entropy = [0u8; 16];
+                entropy.copy_from_slice(&h[..16]);
+                let name = schemas::layout::ulid(sent_ms, u128::from_be_bytes(entropy));
                 for (partition, rb) in parts.finish().map_err(|e| e.to_string())? {
                     let bytes =
                         schemas::parquet_file::write_span_file(&[rb]).map_err(|e| e.to_string())?;
-                    let h = Sha256::digest(format!("{run_id}\u{0}{batch}\u{0}{now_ms}").as_bytes());
-                    let mut entropy = [0u8; 16];
-                    entropy.copy_from_slice(&h[..16]);
-                    let name = schemas::layout::ulid(now_ms, u128::from_be_bytes(entropy));
                     store
                         .put(&partition.file_path(&name), bytes)
                         .await
@@ -356,5 +358,72 @@ impl Emitter {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(item: &str, metric: &str, score: f64) -> ResultLine {
+        let line = serde_json::json!({
+            "item_id": item, "trace_id": "0af7651916cd43dd8448eb211c80319c",
+            "span_id": "b7ad6b7169203331", "metric": metric, "score": score, "raw_score": null,
+            "label": "good", "explanation": "why", "judge_model": "m", "latency_ms": 5.0,
+            "error": null, "skipped": null, "raw_answer": null, "attempts": 1, "reused": null,
+            "input_tokens": 1, "output_tokens": 1, "run_id": "run-1", "eval_span_id": null,
+            "judged_at": "2026-03-02T10:00:00.000Z",
+        });
+        serde_json::from_value(line).expect("a result line")
+    }
+
+    fn parquet_rows(dir: &std::path::Path) -> Vec<schemas::read::SpanRow> {
+        let mut rows = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("store dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rows.extend(parquet_rows(&path));
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let bytes = std::fs::read(&path).expect("span file");
+                rows.extend(schemas::read::read_span_file(bytes.into()).expect("parquet"));
+            }
+        }
+        rows
+    }
+
+    /// A run killed after its spans reached the store but before it recorded them re-sends the
+    /// same batch: the store must still hold one row per verdict.
+    #[tokio::test]
+    async fn a_batch_sent_twice_into_a_store_leaves_one_row_per_verdict() -> Result<(), EvalError> {
+        let dir = tempfile::tempdir().map_err(|e| EvalError::io("tempdir", e))?;
+        let started = UNIX_EPOCH + Duration::from_secs(1_772_445_600);
+        let batch = |run: &RunSpans| {
+            request(vec![
+                run.score_span(&verdict("a", "helpfulness", 1.0), started, Duration::ZERO),
+                run.score_span(&verdict("b", "helpfulness", 0.5), started, Duration::ZERO),
+            ])
+        };
+        let first = batch(&RunSpans::new("run-1", "m", "openai"));
+        // The rerun is another process: its own RunSpans, the same run id.
+        let again = batch(&RunSpans::new("run-1", "m", "openai"));
+        let mut store = Emitter::new(&Emit::Store(dir.path().display().to_string()), "t")?;
+        store.send(&first, 1_772_445_601_000).await?;
+        store.send(&first, 1_772_445_601_000).await?;
+        let rows = parquet_rows(dir.path());
+        assert_eq!(rows.len(), 2, "one row per verdict");
+        let ids: Vec<String> = rows.iter().map(|r| r.span_id.clone()).collect();
+        for item in ["a", "b"] {
+            let want = hex::encode(score_span_id("run-1", item, "helpfulness"));
+            assert!(ids.contains(&want), "{want} in {ids:?}");
+        }
+        let span_ids = |r: &ExportTraceServiceRequest| -> Vec<Vec<u8>> {
+            r.resource_spans[0].scope_spans[0]
+                .spans
+                .iter()
+                .map(|s| s.span_id.clone())
+                .collect()
+        };
+        assert_eq!(span_ids(&first), span_ids(&again));
+        Ok(())
     }
 }

@@ -4,6 +4,17 @@
 //! cache, judges the rest with bounded concurrency, and for each batch of verdicts first
 //! delivers their score spans, then appends their result lines. A pair whose line is in the
 //! results file is therefore never judged or sent again by a rerun.
+//!
+//! Between the two steps a batch is journaled (`<out>.sending`, see `results::InFlight`), and
+//! the run id that score span ids derive from is kept in `<out>.run` from before the first
+//! span leaves. A run killed after its spans went out but before their lines were written is
+//! finished by the rerun: it re-sends the journaled batch unchanged (same span ids, same
+//! verdicts; a store overwrites the same files) and records its lines, judging nothing again.
+//!
+//! Modules, in the order of the flow: `cli` (config), `dataset` (curate's JSONL formats),
+//! `metrics` (templates, verdict parsing), `mask` (egress redaction), `judge` (OpenAI and
+//! Anthropic over HTTP), `results` (results file, its sidecars, verdict cache), `emit` (score
+//! spans over OTLP or into a store), `summary`.
 
 pub mod cli;
 pub mod dataset;
@@ -20,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::cli::Config;
@@ -29,7 +41,7 @@ use crate::error::EvalError;
 use crate::judge::{Judge, Judged};
 use crate::mask::Masker;
 use crate::metrics::Metric;
-use crate::results::{Cached, ResultLine, ResultsWriter, VerdictCache};
+use crate::results::{Cached, InFlight, ResultLine, ResultsWriter, VerdictCache};
 use crate::summary::Summary;
 
 /// Result lines (and their spans) held back until this many are pending, or this long has
@@ -69,10 +81,7 @@ pub struct Outcome {
 }
 
 fn new_run_id() -> String {
-    let now_ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    schemas::layout::ulid(now_ms, rand::random::<u128>())
+    schemas::layout::ulid(unix_ms(SystemTime::now()), rand::random::<u128>())
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -130,20 +139,26 @@ pub async fn run(
              them; export with `curate --format items` to judge answers"
         );
     }
-    let resumed = results::resume(&cfg.out)?;
-    let run_id = cfg
-        .run_id
-        .clone()
-        .or_else(|| resumed.run_id.clone())
-        .unwrap_or_else(new_run_id);
+    let mut resumed = results::resume(&cfg.out)?;
+    let explicit_run_id = cfg.run_id.is_some();
+    let run_id = match cfg.run_id.clone() {
+        Some(id) => id,
+        None => results::read_run_id(&cfg.out)?
+            .or_else(|| resumed.run_id.clone())
+            .unwrap_or_else(new_run_id),
+    };
     let mut cache = match &cfg.cache_dir {
         Some(dir) => VerdictCache::open(dir)?,
         None => VerdictCache::disabled(),
     };
     let judge = Judge::new(&cfg).map_err(EvalError::BadArgs)?;
-    let mut emitter = Emitter::new(&cfg.emit, &cfg.tenant, &run_id)?;
+    let mut emitter = Emitter::new(&cfg.emit, &cfg.tenant)?;
+    if emitter.enabled() && !explicit_run_id {
+        results::write_run_id(&cfg.out, &run_id)?;
+    }
     let run_spans = RunSpans::new(&run_id, &cfg.judge_model, cfg.provider.name());
     let mut writer = ResultsWriter::open(&cfg.out)?;
+    finish_in_flight(&cfg.out, &mut emitter, &mut writer, &mut resumed).await?;
     let mut summary = Summary::new(&run_id, &cfg, &metrics, &dataset, &resumed);
 
     // Pairs answered without the judge (skips, cached verdicts) and pairs to judge.
@@ -272,20 +287,33 @@ pub async fn run(
             || pending.lines.len() >= BATCH_LINES
             || pending.since.elapsed() >= BATCH_AGE
         {
-            flush(&mut pending, &mut emitter, &mut writer, &mut summary).await?;
+            flush(
+                &cfg.out,
+                &mut pending,
+                &mut emitter,
+                &mut writer,
+                &mut summary,
+            )
+            .await?;
         }
     }
     drop(stream);
     progress.finish_and_clear();
-    flush(&mut pending, &mut emitter, &mut writer, &mut summary).await?;
+    flush(
+        &cfg.out,
+        &mut pending,
+        &mut emitter,
+        &mut writer,
+        &mut summary,
+    )
+    .await?;
     writer.sync()?;
     if let Some(e) = fatal {
         return Err(e);
     }
     let (judged, failed) = summary.judged_and_failed();
-    emitter
-        .send(vec![run_spans.root_span(&cfg.metrics, judged, failed)])
-        .await?;
+    let root = emit::request(vec![run_spans.root_span(&cfg.metrics, judged, failed)]);
+    emitter.send(&root, unix_ms(SystemTime::now())).await?;
     summary.finish(started.elapsed(), interrupted, &prices, &cfg.judge_model);
     let code = if failed == 0 && summary.bad_lines == 0 && !interrupted {
         0
@@ -295,18 +323,83 @@ pub async fn run(
     Ok(Outcome { summary, code })
 }
 
-/// Delivers the pending spans, then appends their lines.
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Delivers the pending spans, then appends their lines. With spans, the batch is journaled
+/// first and the journal removed once the lines are durable, so a crash anywhere in between
+/// leaves a batch the rerun can finish (see [`finish_in_flight`]).
 async fn flush(
+    out: &std::path::Path,
     pending: &mut Pending,
     emitter: &mut Emitter,
     writer: &mut ResultsWriter,
     summary: &mut Summary,
 ) -> Result<(), EvalError> {
-    emitter.send(std::mem::take(&mut pending.spans)).await?;
-    writer.write(&pending.lines)?;
+    let spans = std::mem::take(&mut pending.spans);
+    if spans.is_empty() || !emitter.enabled() {
+        writer.write(&pending.lines)?;
+    } else {
+        let req = emit::request(spans);
+        let batch = InFlight {
+            sent_ms: unix_ms(SystemTime::now()),
+            request: hex::encode(req.encode_to_vec()),
+            lines: std::mem::take(&mut pending.lines),
+        };
+        batch.save(out)?;
+        emitter.send(&req, batch.sent_ms).await?;
+        writer.write(&batch.lines)?;
+        writer.sync()?;
+        InFlight::clear(out)?;
+        pending.lines = batch.lines;
+    }
     for r in pending.lines.drain(..) {
         summary.record(&r);
     }
     pending.since = Instant::now();
+    Ok(())
+}
+
+/// Finishes the batch a killed run left in `<out>.sending`: re-sends it as it was (its spans
+/// may or may not have arrived) and records its lines, which then count as resumed.
+async fn finish_in_flight(
+    out: &std::path::Path,
+    emitter: &mut Emitter,
+    writer: &mut ResultsWriter,
+    resumed: &mut results::Resumed,
+) -> Result<(), EvalError> {
+    let Some(batch) = InFlight::load(out)? else {
+        return Ok(());
+    };
+    let bad = |why: String| {
+        EvalError::BadArgs(format!("{}: {why}", results::in_flight_path(out).display()))
+    };
+    let bytes = hex::decode(&batch.request).map_err(|e| bad(e.to_string()))?;
+    let req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+        bytes.as_slice(),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    emitter.send(&req, batch.sent_ms).await?;
+    let new: Vec<ResultLine> = batch
+        .lines
+        .into_iter()
+        .filter(|r| resumed.done_keys.insert(r.key()))
+        .collect();
+    writer.write(&new)?;
+    writer.sync()?;
+    InFlight::clear(out)?;
+    tracing::info!(
+        spans = req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum::<usize>(),
+        lines = new.len(),
+        "re-sent the score spans an interrupted run left unrecorded"
+    );
+    resumed.done.extend(new);
     Ok(())
 }

@@ -103,9 +103,116 @@ pub fn resume(path: &Path) -> Result<Resumed, EvalError> {
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
+    sibling(path, ".tmp")
+}
+
+/// `path` with `suffix` appended to its file name.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    name.push(suffix);
     path.with_file_name(name)
+}
+
+/// Replaces `path` with `body` atomically and durably: a reader (or a rerun after kill -9 or
+/// power loss) sees the old content or the new, never a torn file.
+fn write_atomic(path: &Path, body: &[u8]) -> Result<(), EvalError> {
+    let tmp = tmp_path(path);
+    let wrote = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    wrote.map_err(|e: std::io::Error| EvalError::io(format!("writing {}", path.display()), e))
+}
+
+fn create_parent(path: &Path) -> Result<(), EvalError> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .map_err(|e| EvalError::io(format!("creating {}", dir.display()), e)),
+        None => Ok(()),
+    }
+}
+
+/// `<out>.run`: the run id of the results file `out`. Score span ids are derived from it, so
+/// it is written before the first span leaves and read back by a rerun: a span re-sent after a
+/// crash keeps its id even when no result line reached the file.
+pub fn run_id_path(out: &Path) -> PathBuf {
+    sibling(out, ".run")
+}
+
+pub fn read_run_id(out: &Path) -> Result<Option<String>, EvalError> {
+    let path = run_id_path(out);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(t.trim().to_string()).filter(|id| !id.is_empty())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(EvalError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// Records `run_id` for `out`, unless it is already recorded.
+pub fn write_run_id(out: &Path, run_id: &str) -> Result<(), EvalError> {
+    if read_run_id(out)?.as_deref() == Some(run_id) {
+        return Ok(());
+    }
+    create_parent(out)?;
+    write_atomic(&run_id_path(out), format!("{run_id}\n").as_bytes())
+}
+
+/// A batch of score spans being delivered, with the result lines that record it:
+/// `<out>.sending`, written before the spans leave and removed once their lines are in the
+/// results file. A rerun that finds it re-sends exactly these bytes (same span ids, same
+/// verdicts, same store file names) and records the lines instead of judging the pairs again.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InFlight {
+    /// When the batch was first sent (Unix ms); names the store files it is written to.
+    pub sent_ms: u64,
+    /// The OTLP `ExportTraceServiceRequest`, protobuf, hex.
+    pub request: String,
+    pub lines: Vec<ResultLine>,
+}
+
+pub fn in_flight_path(out: &Path) -> PathBuf {
+    sibling(out, ".sending")
+}
+
+impl InFlight {
+    pub fn save(&self, out: &Path) -> Result<(), EvalError> {
+        let body = serde_json::to_vec(self)
+            .map_err(|e| EvalError::io("encoding a span batch", std::io::Error::other(e)))?;
+        write_atomic(&in_flight_path(out), &body)
+    }
+
+    /// The batch a killed run left undelivered or unrecorded, if any. The file is replaced
+    /// atomically, so one that does not parse was not written by eval-runner: an error.
+    pub fn load(out: &Path) -> Result<Option<Self>, EvalError> {
+        let path = in_flight_path(out);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(EvalError::io(format!("reading {}", path.display()), e)),
+        };
+        serde_json::from_slice(&text).map(Some).map_err(|e| {
+            EvalError::BadArgs(format!(
+                "{}: {e}; it holds score spans a killed run may have sent; remove it to judge \
+                 those pairs again",
+                path.display()
+            ))
+        })
+    }
+
+    pub fn clear(out: &Path) -> Result<(), EvalError> {
+        let path = in_flight_path(out);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(EvalError::io(format!("removing {}", path.display()), e)),
+        }
+    }
 }
 
 /// Appends result lines; each line is flushed to the OS as it is written, so a killed run
@@ -117,10 +224,7 @@ pub struct ResultsWriter {
 
 impl ResultsWriter {
     pub fn open(path: &Path) -> Result<Self, EvalError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| EvalError::io(format!("creating {}", dir.display()), e))?;
-        }
+        create_parent(path)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -215,5 +319,37 @@ impl VerdictCache {
             }
         }
         self.map.insert(entry.key.clone(), entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_id_and_an_unfinished_batch_survive_beside_the_results() -> Result<(), EvalError> {
+        let dir = tempfile::tempdir().map_err(|e| EvalError::io("tempdir", e))?;
+        let out = dir.path().join("nested/r.jsonl");
+        assert_eq!(read_run_id(&out)?, None);
+        write_run_id(&out, "01RUN")?;
+        write_run_id(&out, "01RUN")?;
+        assert_eq!(read_run_id(&out)?.as_deref(), Some("01RUN"));
+
+        assert!(InFlight::load(&out)?.is_none());
+        InFlight {
+            sent_ms: 7,
+            request: "0a00".into(),
+            lines: Vec::new(),
+        }
+        .save(&out)?;
+        let back = InFlight::load(&out)?.ok_or(EvalError::BadArgs("no batch".into()))?;
+        assert_eq!((back.sent_ms, back.request.as_str()), (7, "0a00"));
+        InFlight::clear(&out)?;
+        InFlight::clear(&out)?;
+        assert!(InFlight::load(&out)?.is_none());
+
+        std::fs::write(in_flight_path(&out), "{torn").map_err(|e| EvalError::io("write", e))?;
+        assert!(InFlight::load(&out).is_err_and(|e| e.to_string().contains("remove it")));
+        Ok(())
     }
 }

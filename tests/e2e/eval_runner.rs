@@ -4,8 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
 use serde_json::{Value, json};
 use trace2eval_tests::client::Grpc;
 use trace2eval_tests::harness::{
@@ -511,14 +518,40 @@ fn bad_arguments_and_unusable_datasets_exit_2_with_the_reason() -> TestResult {
     Ok(())
 }
 
-/// kill -9 halfway, rerun: one verdict per (item, metric), no duplicate score spans in the
-/// store, judged pairs not asked again; an unchanged dataset then costs no judge call at all.
-/// Masking: the judge never sees the e-mail address.
+/// Score span rows in the store per (judged trace, judged span, metric): raw rows, not the
+/// de-duplicated `evals` view.
+fn score_rows_per_pair(store: &Path) -> TestResult<BTreeMap<(String, String, String), usize>> {
+    let mut counts = BTreeMap::new();
+    for (_, r) in local_store_rows(store)? {
+        let Some(metric) = r.attribute("gen_ai.evaluation.name") else {
+            continue;
+        };
+        let link = r.links.first().ok_or("score span without a link")?;
+        *counts
+            .entry((
+                link.trace_id.clone(),
+                link.span_id.clone(),
+                metric.to_string(),
+            ))
+            .or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+/// kill -9 before the first result line, then halfway, rerun: one verdict per (item, metric),
+/// one score span row per (judged span, metric) in the store, all in one eval run; judged pairs
+/// are not asked again; an unchanged dataset then costs no judge call at all. Masking: the
+/// judge never sees the e-mail address.
 #[test]
 fn killed_run_resumes_without_duplicates_and_reruns_reuse_verdicts() -> TestResult {
     let dir = tempfile::tempdir()?;
     let judge = JudgeServer::start(JudgeConfig {
         latency: Duration::from_millis(100),
+        ..JudgeConfig::default()
+    })?;
+    // Answers after 5 s: a run killed once it has asked holds no verdict yet.
+    let slow_judge = JudgeServer::start(JudgeConfig {
+        latency: Duration::from_secs(5),
         ..JudgeConfig::default()
     })?;
     let dataset = dir.path().join("d.jsonl");
@@ -531,7 +564,7 @@ fn killed_run_resumes_without_duplicates_and_reruns_reuse_verdicts() -> TestResu
     let store = dir.path().join("store");
     let results = dir.path().join("r.jsonl");
     let cache = dir.path().join("cache");
-    let args = |out: &Path| -> Vec<String> {
+    let args = |out: &Path, judge: &JudgeServer| -> Vec<String> {
         [
             "--dataset",
             &dataset.display().to_string(),
@@ -556,9 +589,31 @@ fn killed_run_resumes_without_duplicates_and_reruns_reuse_verdicts() -> TestResu
         .map(|s| s.to_string())
         .collect()
     };
-    let first = args(&results);
-    let first: Vec<&str> = first.iter().map(String::as_str).collect();
-    let mut child = spawn_until_results(&first, &results, 10)?;
+
+    // Killed before any result line was written.
+    let first = args(&results, &slow_judge);
+    let mut child = eval_runner_cmd(&first.iter().map(String::as_str).collect::<Vec<_>>(), &[])?
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while slow_judge.request_count() < 2 {
+        assert!(Instant::now() < deadline, "no judge request after 60 s");
+        assert!(child.try_wait()?.is_none(), "finished before it was killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait()?;
+    assert_eq!(
+        jsonl(&results).map_or(0, |l| l.len()),
+        0,
+        "no result line yet"
+    );
+
+    // Killed halfway.
+    let second = args(&results, &judge);
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    let mut child = spawn_until_results(&second, &results, 10)?;
     child.kill()?;
     child.wait()?;
     let after_kill = jsonl(&results).map_or(0, |l| l.len());
@@ -567,9 +622,7 @@ fn killed_run_resumes_without_duplicates_and_reruns_reuse_verdicts() -> TestResu
         "killed halfway: {after_kill} of {pairs}"
     );
 
-    let args_s = args(&results);
-    let a: Vec<&str> = args_s.iter().map(String::as_str).collect();
-    let (code, stdout, stderr) = eval_runner(&a, &[])?;
+    let (code, stdout, stderr) = eval_runner(&second, &[])?;
     assert_eq!(code, 0, "{stdout}{stderr}");
     let lines_out = jsonl(&results)?;
     assert_eq!(lines_out.len(), pairs);
@@ -583,7 +636,12 @@ fn killed_run_resumes_without_duplicates_and_reruns_reuse_verdicts() -> TestResu
             .iter()
             .all(|l| l["error"].is_null() && l["score"].is_number())
     );
-    // Pairs in flight at the kill are asked again; nothing else.
+    let run_ids: BTreeSet<&str> = lines_out
+        .iter()
+        .filter_map(|l| l["run_id"].as_str())
+        .collect();
+    assert_eq!(run_ids.len(), 1, "one eval run over three invocations");
+    // Pairs in flight at the second kill are asked again; nothing else.
     assert!(
         judge.request_count() <= pairs + 2,
         "{} judge requests for {pairs} pairs",
@@ -599,22 +657,36 @@ fn killed_run_resumes_without_duplicates_and_reruns_reuse_verdicts() -> TestResu
             .any(|r| r.prompt_text.contains("[EMAIL]"))
     );
 
-    // The store holds one score span per pair, each linked to its judged span.
+    // The store holds exactly one score span row per (judged span, metric), all in the run's
+    // eval trace, each linked to its judged span.
+    let per_pair = score_rows_per_pair(&store)?;
+    assert_eq!(per_pair.len(), pairs, "{per_pair:?}");
+    assert!(
+        per_pair.values().all(|&n| n == 1),
+        "duplicate score spans: {:?}",
+        per_pair.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    for (judged_trace, _, _) in per_pair.keys() {
+        assert!(
+            judged_trace.starts_with("00000000000000000000000000e0"),
+            "{judged_trace}"
+        );
+    }
     let rows = local_store_rows(&store)?;
     let scores: Vec<_> = rows
         .iter()
         .map(|(_, r)| r)
         .filter(|r| r.attribute("gen_ai.evaluation.name").is_some())
         .collect();
-    let span_ids: BTreeSet<&str> = scores.iter().map(|r| r.span_id.as_str()).collect();
-    assert_eq!(span_ids.len(), pairs, "one score span per pair");
-    for s in &scores {
-        let link = s.links.first().ok_or("score span without a link")?;
-        assert!(
-            link.trace_id.starts_with("00000000000000000000000000e0"),
-            "{link:?}"
-        );
-    }
+    let in_run: BTreeSet<(&str, Option<&str>)> = scores
+        .iter()
+        .map(|r| (r.trace_id.as_str(), r.attribute("trace2eval.eval.run_id")))
+        .collect();
+    assert_eq!(in_run.len(), 1, "{in_run:?}");
+    assert_eq!(
+        in_run.iter().next().and_then(|(_, id)| *id),
+        run_ids.iter().next().copied()
+    );
     let (code, stdout, stderr) = curate(
         dir.path(),
         &[
@@ -630,7 +702,7 @@ fn killed_run_resumes_without_duplicates_and_reruns_reuse_verdicts() -> TestResu
     // Same dataset, new results file: every verdict comes from the cache.
     let before = judge.request_count();
     let again = dir.path().join("again.jsonl");
-    let args_s = args(&again);
+    let args_s = args(&again, &judge);
     let a: Vec<&str> = args_s.iter().map(String::as_str).collect();
     let (code, stdout, stderr) = eval_runner(&a, &[])?;
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -819,5 +891,176 @@ fn tokens_per_minute_and_retry_after_delay_requests() -> TestResult {
         "Retry-After waited: {took:?}"
     );
     assert_eq!(judge.request_count() - before, 5, "4 items + 1 retry");
+    Ok(())
+}
+
+/// An OTLP/HTTP backend that keeps every score span it receives and never answers its first
+/// request: it stored that batch, but the runner waiting for the acknowledgement is killed.
+struct HoldingReceiver {
+    addr: std::net::SocketAddr,
+    shared: Arc<Received>,
+}
+
+#[derive(Default)]
+struct Received {
+    requests: AtomicUsize,
+    spans: Mutex<Vec<Span>>,
+}
+
+impl HoldingReceiver {
+    fn start() -> TestResult<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Received::default());
+        let state = shared.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        // Serves until the test process ends.
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let app = axum::Router::new()
+                    .route("/v1/traces", axum::routing::post(hold_first))
+                    .with_state(state);
+                if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                    let _ = axum::serve(listener, app).await;
+                }
+            });
+        });
+        Ok(Self { addr, shared })
+    }
+
+    fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.shared
+            .spans
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+}
+
+async fn hold_first(
+    axum::extract::State(shared): axum::extract::State<Arc<Received>>,
+    body: bytes::Bytes,
+) -> (axum::http::StatusCode, Vec<u8>) {
+    let Ok(req) = ExportTraceServiceRequest::decode(body) else {
+        return (axum::http::StatusCode::BAD_REQUEST, Vec::new());
+    };
+    if let Ok(mut spans) = shared.spans.lock() {
+        spans.extend(
+            req.resource_spans
+                .into_iter()
+                .flat_map(|r| r.scope_spans)
+                .flat_map(|s| s.spans),
+        );
+    }
+    if shared.requests.fetch_add(1, Ordering::SeqCst) == 0 {
+        std::future::pending::<()>().await;
+    }
+    (
+        axum::http::StatusCode::OK,
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+}
+
+/// kill -9 after a batch of score spans reached the backend but before any result line was
+/// written: the rerun keeps the run id, re-sends that very batch (same span ids, same
+/// verdicts) instead of judging its pairs again, and the backend holds one score span id per
+/// (judged span, metric).
+#[test]
+fn killed_after_spans_went_out_before_any_result_line_resends_the_same_spans() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let judge = JudgeServer::start(JudgeConfig::default())?;
+    let receiver = HoldingReceiver::start()?;
+    let dataset = dir.path().join("d.jsonl");
+    let lines: Vec<String> = (0..4)
+        .map(|n| item(n, &format!("question {n}"), &format!("answer {n}")))
+        .collect();
+    write_lines(&dataset, &lines)?;
+    let pairs = lines.len() * 2;
+    let out = dir.path().join("r.jsonl");
+    let args: Vec<String> = [
+        "--dataset",
+        &dataset.display().to_string(),
+        "--metrics",
+        "helpfulness,relevance",
+        "--judge-url",
+        &judge.openai_base_url(),
+        "--judge-model",
+        "m",
+        "--out",
+        &out.display().to_string(),
+        "--emit",
+        &format!("otlp-http://{}", receiver.addr),
+        "--no-cache",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = eval_runner_cmd(&a, &[])?
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.requests() == 0 {
+        assert!(Instant::now() < deadline, "no score spans after 60 s");
+        assert!(child.try_wait()?.is_none(), "finished before it was killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait()?;
+    assert_eq!(jsonl(&out).map_or(0, |l| l.len()), 0, "no result line yet");
+    let held = receiver.spans();
+    assert!(!held.is_empty());
+    let judged_first = judge.request_count();
+
+    let (code, stdout, stderr) = eval_runner(&a, &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let results = jsonl(&out)?;
+    assert_eq!(results.len(), pairs);
+    assert!(results.iter().all(|l| l["error"].is_null()));
+    assert_eq!(
+        judge.request_count() - judged_first,
+        pairs - held.len(),
+        "the pairs of the held batch are not judged again"
+    );
+    let all = receiver.spans();
+    let scores: Vec<&Span> = all.iter().filter(|s| !s.links.is_empty()).collect();
+    for h in &held {
+        let copies: Vec<&&Span> = scores.iter().filter(|s| s.span_id == h.span_id).collect();
+        assert_eq!(copies.len(), 2, "held once, re-sent once");
+        assert!(copies.iter().all(|c| **c == h), "re-sent unchanged");
+    }
+    let mut ids_per_pair: BTreeMap<(Vec<u8>, String), BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for s in &scores {
+        let metric = s
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "gen_ai.evaluation.name")
+            .and_then(|kv| kv.value.as_ref())
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
+        ids_per_pair
+            .entry((s.links[0].span_id.clone(), metric))
+            .or_default()
+            .insert(s.span_id.clone());
+    }
+    assert_eq!(ids_per_pair.len(), pairs);
+    assert!(
+        ids_per_pair.values().all(|ids| ids.len() == 1),
+        "one score span id per (judged span, metric): {ids_per_pair:?}"
+    );
+    let sent: BTreeSet<String> = scores.iter().map(|s| hex::encode(&s.span_id)).collect();
+    let recorded: BTreeSet<String> = results
+        .iter()
+        .filter_map(|l| l["eval_span_id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(sent, recorded);
     Ok(())
 }
