@@ -323,6 +323,38 @@ impl StateStore {
     }
 }
 
+/// The taken lists (`_jobs/<job>/taken/<until>.txt`) of every job whose window ended before
+/// `cutoff`. Retention deletes them with the partitions older than the cutoff: the traces they
+/// name started before it, so their first spans are gone too, and a span arriving for one of
+/// them later begins it anew. This keeps a job's lists to the traces of the store's lifetime.
+pub async fn taken_lists_before(
+    store: &schemas::store::Store,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<ObjectPath>, CurateError> {
+    let listed: Vec<ObjectPath> = store
+        .object_store()
+        .list(Some(&ObjectPath::from("_jobs")))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await?;
+    Ok(listed
+        .into_iter()
+        .filter(|p| {
+            let mut parts = p.parts().skip(2);
+            let (Some(dir), Some(file)) = (parts.next(), parts.next()) else {
+                return false;
+            };
+            let until = file
+                .as_ref()
+                .strip_suffix(".txt")
+                .and_then(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ").ok());
+            dir.as_ref() == "taken"
+                && parts.next().is_none()
+                && until.is_some_and(|u| u.and_utc() <= cutoff)
+        })
+        .collect())
+}
+
 /// What one window produced; written as `<dataset>.report.json`.
 #[derive(Debug, Serialize)]
 pub struct WindowReport {

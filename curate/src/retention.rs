@@ -2,7 +2,9 @@
 //!
 //! A partition (`tenant`, `date`, `hour`) is deleted when all of its hour is older than
 //! `now - older_than`, so a partition still receiving spans is never touched. Deleting is
-//! idempotent: a run interrupted halfway is finished by the next one.
+//! idempotent: a run interrupted halfway is finished by the next one. Without `--tenant`, the
+//! jobs' lists of taken traces from before the cutoff go too (see
+//! [`crate::job::taken_lists_before`]).
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -22,6 +24,8 @@ pub struct Report {
     pub files: usize,
     pub bytes: u64,
     pub kept_partitions: usize,
+    /// Jobs' lists of taken trace ids from windows before the cutoff.
+    pub job_lists: usize,
 }
 
 pub async fn run(
@@ -65,6 +69,11 @@ pub async fn run(
             .or_default()
             .push((o.location, o.size));
     }
+    // Per tenant, another tenant's traces in the same lists may still be in the store.
+    let lists = match tenant {
+        None => crate::job::taken_lists_before(&store, cutoff).await?,
+        Some(_) => Vec::new(),
+    };
     let files = doomed.values().map(Vec::len).sum();
     let bytes = doomed.values().flatten().map(|(_, s)| s).sum();
     if !dry_run {
@@ -78,6 +87,12 @@ pub async fn run(
             tracing::info!(partition, files = paths.len(), "deleted partition");
         }
         remove_empty_dirs(store_url);
+        for p in &lists {
+            match os.delete(p).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     let report = Report {
         cutoff: cutoff.to_rfc3339(),
@@ -86,16 +101,19 @@ pub async fn run(
         files,
         bytes,
         kept_partitions: kept.len(),
+        job_lists: lists.len(),
     };
     Ok(if json {
         format!("{}\n", serde_json::to_string(&report).unwrap_or_default())
     } else {
         format!(
-            "{} {} partitions ({} files, {} bytes) older than {}; {} partitions kept\n",
+            "{} {} partitions ({} files, {} bytes) and {} job lists older than {}; {} \
+             partitions kept\n",
             if dry_run { "would delete" } else { "deleted" },
             report.partitions.len(),
             report.files,
             report.bytes,
+            report.job_lists,
             report.cutoff,
             report.kept_partitions
         )

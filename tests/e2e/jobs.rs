@@ -526,8 +526,8 @@ async fn concurrent_runs_are_refused_and_dry_runs_change_nothing() -> TestResult
     Ok(())
 }
 
-/// Retention deletes whole hour partitions older than the cutoff, per tenant, and --dry-run
-/// only lists them.
+/// Retention deletes whole hour partitions older than the cutoff, per tenant, and jobs' lists
+/// of taken traces from before the cutoff; --dry-run only lists them.
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_deletes_old_partitions_only() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -563,15 +563,35 @@ async fn retention_deletes_old_partitions_only() -> TestResult {
                 .args(extra),
         )
     };
+    // A job's lists of taken traces: one of a window that ended before the cutoff, one after.
+    let lists = store.join("_jobs/nightly/taken");
+    std::fs::create_dir_all(&lists)?;
+    let stamp = |ns: u64| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns as i64)
+            .format("%Y%m%dT%H%M%SZ")
+            .to_string()
+    };
+    let (old_list, new_list) = (
+        lists.join(format!("{}.txt", stamp(T0 + 3600 * SEC))),
+        lists.join(format!("{}.txt", stamp(now - 3600 * SEC))),
+    );
+    for l in [&old_list, &new_list] {
+        std::fs::write(l, format!("{}\n", hex_id(1)))?;
+    }
+
     let (code, stdout, stderr) = retention(&["--dry-run"])?;
     assert_eq!(code, 0, "{stderr}");
     let report: Value = serde_json::from_str(stdout.trim())?;
     assert_eq!(
-        report["partitions"].as_array().map(Vec::len),
-        Some(2),
+        (
+            report["partitions"].as_array().map(Vec::len),
+            report["job_lists"].as_u64()
+        ),
+        (Some(2), Some(1)),
         "{report}"
     );
     assert_eq!(partitions(&store)?, before, "a dry run deletes nothing");
+    assert!(old_list.exists());
 
     let (code, stdout, stderr) = retention(&["--tenant", "other"])?;
     assert_eq!(code, 0, "{stderr}");
@@ -587,11 +607,16 @@ async fn retention_deletes_old_partitions_only() -> TestResult {
         after.iter().all(|p| !p.contains("tenant=other")),
         "{after:?}"
     );
+    assert!(
+        old_list.exists(),
+        "a job's list also names other tenants' traces"
+    );
 
     let (code, _, stderr) = retention(&[])?;
     assert_eq!(code, 0, "{stderr}");
     let after = partitions(&store)?;
     assert_eq!(after.len(), 1, "only the recent partition stays: {after:?}");
+    assert_eq!((old_list.exists(), new_list.exists()), (false, true));
 
     let (code, _, stderr) = output_of(
         Command::new(bin_path("curate")?)
