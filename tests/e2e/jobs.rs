@@ -1043,7 +1043,10 @@ async fn compaction_works_on_s3() -> TestResult {
     opts.env = s3.env.clone();
     let spans = small_files_store(dir.path(), &opts, 3).await?;
     let want = format!(r#"{{"n":{spans},"d":{spans}}}"#);
-    let (code, stdout, stderr) = compact(&store, &["--grace", "0s"], &s3.env)?;
+    // Options also come from the environment: --grace 0s.
+    let mut env = s3.env.clone();
+    env.push(("CURATE_GRACE".into(), "0s".into()));
+    let (code, stdout, stderr) = compact(&store, &[], &env)?;
     assert_eq!(code, 0, "{stdout}{stderr}");
     let report: Value = serde_json::from_str(stdout.trim())?;
     assert_eq!(
