@@ -15,6 +15,8 @@ pub enum CurateError {
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("store: {0}")]
     Store(#[from] object_store::Error),
+    #[error("encoding a dataset line: {0}")]
+    Encode(#[from] serde_json::Error),
     /// A job run failed; its watermark did not move (exit code 1).
     #[error("{0}")]
     JobFailed(String),

@@ -14,7 +14,6 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use crate::catalog::Catalog;
 use crate::cli::{Format, Per};
@@ -507,39 +506,92 @@ fn items(
     (out, empty)
 }
 
-/// The line of `item` in `format`.
-fn line(item: &Item, format: Format) -> Value {
-    let meta = serde_json::to_value(&item.metadata).unwrap_or(Value::Null);
+/// `input` of the `langfuse` and `phoenix` lines: the messages and the retrieved context.
+#[derive(Serialize)]
+struct Input<'a> {
+    messages: &'a [Message],
+    context: &'a [String],
+}
+
+/// A line of the `openai-chat` format: the input messages, then the output as the assistant's.
+#[derive(Serialize)]
+struct OpenaiChatLine {
+    messages: Vec<Message>,
+}
+
+/// A line of the `langfuse` format: the body of Langfuse's dataset item API, without
+/// `datasetName` (the uploader adds it).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LangfuseLine<'a> {
+    id: &'a str,
+    input: Input<'a>,
+    expected_output: Option<&'a str>,
+    metadata: &'a Metadata,
+    source_trace_id: &'a str,
+    source_observation_id: &'a str,
+}
+
+/// A line of the `phoenix` format: one row of a Phoenix dataset upload.
+#[derive(Serialize)]
+struct PhoenixLine<'a> {
+    input: Input<'a>,
+    output: PhoenixOutput<'a>,
+    metadata: PhoenixMetadata<'a>,
+}
+
+#[derive(Serialize)]
+struct PhoenixOutput<'a> {
+    content: &'a str,
+}
+
+/// Phoenix keeps no ids of its own for a row: they go first in its metadata.
+#[derive(Serialize)]
+struct PhoenixMetadata<'a> {
+    id: &'a str,
+    trace_id: &'a str,
+    span_id: &'a str,
+    #[serde(flatten)]
+    rest: &'a Metadata,
+}
+
+/// The line of `item` in `format`. Lines are serialised from these structs, so keys come out
+/// in their declared order (the order README.md shows), not sorted.
+fn line(item: &Item, format: Format) -> Result<String, serde_json::Error> {
+    let input = || Input {
+        messages: &item.input,
+        context: &item.context,
+    };
     match format {
-        Format::Items => serde_json::to_value(item).unwrap_or(Value::Null),
+        Format::Items => serde_json::to_string(item),
         Format::OpenaiChat => {
-            let mut messages = serde_json::to_value(&item.input).unwrap_or(Value::Null);
-            if let Value::Array(m) = &mut messages {
-                m.push(json!({"role": "assistant", "content": item.output}));
-            }
-            json!({ "messages": messages })
+            let mut messages = item.input.clone();
+            messages.push(Message {
+                role: "assistant".into(),
+                content: item.output.clone(),
+            });
+            serde_json::to_string(&OpenaiChatLine { messages })
         }
-        Format::Langfuse => json!({
-            "id": item.id,
-            "input": { "messages": item.input, "context": item.context },
-            "expectedOutput": item.expected_output,
-            "metadata": meta,
-            "sourceTraceId": item.trace_id,
-            "sourceObservationId": item.span_id,
+        Format::Langfuse => serde_json::to_string(&LangfuseLine {
+            id: &item.id,
+            input: input(),
+            expected_output: item.expected_output.as_deref(),
+            metadata: &item.metadata,
+            source_trace_id: &item.trace_id,
+            source_observation_id: &item.span_id,
         }),
-        Format::Phoenix => {
-            let mut metadata = meta;
-            if let Value::Object(m) = &mut metadata {
-                m.insert("trace_id".into(), json!(item.trace_id));
-                m.insert("span_id".into(), json!(item.span_id));
-                m.insert("id".into(), json!(item.id));
-            }
-            json!({
-                "input": { "messages": item.input, "context": item.context },
-                "output": { "content": item.output },
-                "metadata": metadata,
-            })
-        }
+        Format::Phoenix => serde_json::to_string(&PhoenixLine {
+            input: input(),
+            output: PhoenixOutput {
+                content: &item.output,
+            },
+            metadata: PhoenixMetadata {
+                id: &item.id,
+                trace_id: &item.trace_id,
+                span_id: &item.span_id,
+                rest: &item.metadata,
+            },
+        }),
     }
 }
 
@@ -567,11 +619,89 @@ pub async fn export(
         .filter(|i| {
             per == Per::Trace || seen.insert(serde_json::to_string(&i.input).unwrap_or_default())
         })
-        .map(|i| line(i, format).to_string())
-        .collect();
+        .map(|i| line(i, format))
+        .collect::<Result<_, _>>()?;
     Ok(Exported {
         lines,
         traces: traces.len(),
         calls_without_content: empty,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const SPAN: &str = "b7ad6b7169203331";
+
+    fn item() -> Item {
+        let msg = |role: &str, content: &str| Message {
+            role: role.into(),
+            content: content.into(),
+        };
+        Item {
+            id: format!("{TRACE}-{SPAN}"),
+            trace_id: TRACE.into(),
+            span_id: SPAN.into(),
+            input: vec![
+                msg("system", "Answer from the context."),
+                msg("user", "How is egress billed?"),
+            ],
+            output: "Per GiB.".into(),
+            context: vec!["Egress is billed per GiB.".into()],
+            expected_output: None,
+            metadata: Metadata {
+                rules: vec!["slow".into()],
+                model: Some("gpt-4o-mini".into()),
+                latency_ms: 812.0,
+                input_tokens: Some(812),
+                output_tokens: Some(40),
+                cost_usd: Some(0.000146),
+                status: "OK".into(),
+                service: Some("chat-api".into()),
+                session_id: Some("s-1".into()),
+                user_id: None,
+                tenant: Some("default".into()),
+                start_time: "2026-11-25T14:00:00.000000000Z".into(),
+                root_name: Some("POST /chat".into()),
+            },
+        }
+    }
+
+    /// Keys come out in the declared (documented) order in every format, never sorted.
+    #[test]
+    fn every_format_writes_keys_in_declared_order() -> Result<(), serde_json::Error> {
+        let item = item();
+        let id = format!("{TRACE}-{SPAN}");
+        let messages = r#"[{"role":"system","content":"Answer from the context."},{"role":"user","content":"How is egress billed?"}]"#;
+        let context = r#"["Egress is billed per GiB."]"#;
+        let meta = r#""rules":["slow"],"model":"gpt-4o-mini","latency_ms":812.0,"input_tokens":812,"output_tokens":40,"cost_usd":0.000146,"status":"OK","service":"chat-api","session_id":"s-1","user_id":null,"tenant":"default","start_time":"2026-11-25T14:00:00.000000000Z","root_name":"POST /chat""#;
+        assert_eq!(
+            line(&item, Format::Items)?,
+            format!(
+                r#"{{"id":"{id}","trace_id":"{TRACE}","span_id":"{SPAN}","input":{messages},"output":"Per GiB.","context":{context},"expected_output":null,"metadata":{{{meta}}}}}"#
+            )
+        );
+        assert_eq!(
+            line(&item, Format::OpenaiChat)?,
+            format!(
+                r#"{{"messages":{},{{"role":"assistant","content":"Per GiB."}}]}}"#,
+                messages.trim_end_matches(']')
+            )
+        );
+        assert_eq!(
+            line(&item, Format::Langfuse)?,
+            format!(
+                r#"{{"id":"{id}","input":{{"messages":{messages},"context":{context}}},"expectedOutput":null,"metadata":{{{meta}}},"sourceTraceId":"{TRACE}","sourceObservationId":"{SPAN}"}}"#
+            )
+        );
+        assert_eq!(
+            line(&item, Format::Phoenix)?,
+            format!(
+                r#"{{"input":{{"messages":{messages},"context":{context}}},"output":{{"content":"Per GiB."}},"metadata":{{"id":"{id}","trace_id":"{TRACE}","span_id":"{SPAN}",{meta}}}}}"#
+            )
+        );
+        Ok(())
+    }
 }

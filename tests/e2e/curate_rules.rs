@@ -490,6 +490,35 @@ async fn every_format_is_accepted_by_its_consumer() -> TestResult {
     Ok(())
 }
 
+/// The example lines of README.md are lines as curate writes them: each passes its format's
+/// consumer check, keys in the documented order included.
+#[test]
+fn readme_format_examples_pass_their_consumer_checks() -> TestResult {
+    let readme = std::fs::read_to_string(trace2eval_tests::harness::repo_root().join("README.md"))?;
+    let block = readme
+        .split("```jsonc\n// items (default)")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .ok_or("README.md has no format examples")?;
+    let mut lines = ["// items"].into_iter().chain(block.lines().skip(1));
+    let dir = tempfile::tempdir()?;
+    let mut checked = Vec::new();
+    while let (Some(label), Some(example)) = (lines.next(), lines.next()) {
+        let format = label.trim_start_matches("// ");
+        let file = dir.path().join(format!("{format}.jsonl"));
+        std::fs::write(&file, format!("{example}\n"))?;
+        let report = trace2eval_tests::harness::run_python(
+            "check_formats.py",
+            &[format, &file.display().to_string()],
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&report)?;
+        assert_eq!(v["ok"], 1, "README {format} example: {report}");
+        checked.push(format.to_string());
+    }
+    assert_eq!(checked, ["items", "openai-chat", "langfuse", "phoenix"]);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rules_file_sample_and_limit_shape_the_selection() -> TestResult {
     let dir = tempfile::tempdir()?;

@@ -26,7 +26,9 @@ is checked against:
 
 On top of the consumer's check, every format is checked against the trace2eval shape described in
 README.md (messages are {role, content} strings, context is a list of strings, trace ids are 32
-lowercase hex, span ids 16 lowercase hex, known metadata fields have their types).
+lowercase hex, span ids 16 lowercase hex, known metadata fields have their types), and keys come
+in the order README.md documents (the order curate declares them in), at every level: a consumer
+that diffs or reads datasets by eye sees the same line layout every time.
 
 Exit 0 and one JSON object on stdout: {"format": F, "lines": N, "ok": N} when every line is valid.
 On the first invalid line: exit 1, "FILE:LINE: error" on stderr, and on stdout
@@ -122,6 +124,14 @@ def want_keys(obj, keys, what):
         raise Invalid(f"{what}: unexpected key(s) {extra}")
 
 
+def want_order(obj, keys, what):
+    """The keys of `obj` that are in `keys` come in the order of `keys`."""
+    got = [k for k in obj if k in keys]
+    want = [k for k in keys if k in obj]
+    if got != want:
+        raise Invalid(f"{what}: keys out of order: {got}, documented order {want}")
+
+
 def want_id(v, pattern, what):
     want_str(v, what)
     if not pattern.fullmatch(v):
@@ -136,6 +146,7 @@ def check_messages(msgs, what):
     for i, m in enumerate(msgs):
         want_obj(m, f"{what}[{i}]")
         want_keys(m, ("role", "content"), f"{what}[{i}]")
+        want_order(m, ("role", "content"), f"{what}[{i}]")
         want_str(m["role"], f"{what}[{i}].role")
         if not m["role"]:
             raise Invalid(f"{what}[{i}].role is empty")
@@ -157,7 +168,7 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-# Known metadata fields (curate/src/export.rs `Metadata`): checked when present.
+# Known metadata fields (curate/src/export.rs `Metadata`), in their order: checked when present.
 META_TYPES = {
     "rules": ("list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
     "model": ("string or null", lambda v: v is None or isinstance(v, str)),
@@ -177,6 +188,7 @@ META_TYPES = {
 
 def check_metadata(meta, what):
     want_obj(meta, what)
+    want_order(meta, tuple(META_TYPES), what)
     for k, (desc, ok) in META_TYPES.items():
         if k in meta and not ok(meta[k]):
             raise Invalid(f"{what}.{k} must be {desc}, got {_type(meta[k])} {meta[k]!r}")
@@ -307,11 +319,13 @@ def check_langfuse(line):
         raise Invalid(f"langfuse CreateDatasetItemRequest does not round-trip key(s) {changed}")
     # trace2eval shape.
     want_keys(line, LANGFUSE_KEYS, "line")
+    want_order(line, LANGFUSE_KEYS, "line")
     want_str(line["id"], "id")
     if not line["id"] or len(line["id"]) > 255:
         raise Invalid(f"id must be 1..255 characters (Langfuse's limit), got {len(line['id'])}")
     want_obj(line["input"], "input")
     want_keys(line["input"], ("messages", "context"), "input")
+    want_order(line["input"], ("messages", "context"), "input")
     check_messages(line["input"]["messages"], "input.messages")
     check_context(line["input"]["context"], "input.context")
     check_expected(line["expectedOutput"], "expectedOutput")
@@ -327,18 +341,22 @@ def check_phoenix(line):
     # No arize-phoenix here (too heavy to install): the schema of one upload row, written out.
     # Phoenix's dataset upload takes parallel inputs/outputs/metadata lists of JSON objects.
     want_keys(line, ("input", "output", "metadata"), "line")
+    want_order(line, ("input", "output", "metadata"), "line")
     for k in ("input", "output", "metadata"):
         want_obj(line[k], k)
     # trace2eval shape.
     want_keys(line["input"], ("messages", "context"), "input")
+    want_order(line["input"], ("messages", "context"), "input")
     check_messages(line["input"]["messages"], "input.messages")
     check_context(line["input"]["context"], "input.context")
     want_keys(line["output"], ("content",), "output")
     want_str(line["output"]["content"], "output.content")
     meta = line["metadata"]
-    for k in ("trace_id", "span_id", "id"):
+    for k in ("id", "trace_id", "span_id"):
         if k not in meta:
             raise Invalid(f"metadata: missing key {k!r}")
+    # The row's ids first, then the metadata of the other formats.
+    want_order(meta, ("id", "trace_id", "span_id") + tuple(META_TYPES), "metadata")
     want_id(meta["trace_id"], TRACE_ID, "metadata.trace_id")
     want_id(meta["span_id"], SPAN_ID, "metadata.span_id")
     want_str(meta["id"], "metadata.id")
@@ -352,6 +370,7 @@ ITEMS_KEYS = ("id", "trace_id", "span_id", "input", "output", "context", "expect
 
 def check_items(line):
     want_keys(line, ITEMS_KEYS, "line")
+    want_order(line, ITEMS_KEYS, "line")
     want_str(line["id"], "id")
     if not line["id"]:
         raise Invalid("id is empty")
