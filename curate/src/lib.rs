@@ -110,28 +110,45 @@ fn rule_queries(args: &Args) -> Result<Vec<RuleQuery>, CurateError> {
         Some(p) => rules::load_rules_file(p)?,
         None => Default::default(),
     };
-    let settings = rules::Settings::parse(&args.sets)?;
+    let settings = rules::Settings::parse(&args.sets)?.include_previous(args.include_previous);
     let mut out = Vec::new();
     for name in &args.rules {
-        let sql = match custom.get(name) {
-            Some(c) => rules::custom_sql(c),
-            None => rules::builtin_sql(name, &settings, args.include_previous)?,
-        };
-        out.push(RuleQuery {
-            name: name.clone(),
-            sql,
+        out.push(match custom.get(name) {
+            Some(c) => RuleQuery {
+                name: name.clone(),
+                sql: rules::custom_sql(c),
+                parameters: Default::default(),
+                written_in: Some(format!(
+                    "rule {name:?} of {}",
+                    args.rules_file
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )),
+            },
+            None if rules::is_builtin(name) => RuleQuery {
+                name: name.clone(),
+                sql: rules::builtin_sql(name, &settings)?,
+                parameters: settings.effective(name),
+                written_in: None,
+            },
+            None => return Err(rules::unknown(name, custom.keys())),
         });
     }
     if let Some(w) = &args.where_ {
         out.push(RuleQuery {
             name: "where".into(),
             sql: format!("SELECT trace_id FROM traces WHERE {w}"),
+            parameters: Default::default(),
+            written_in: Some("--where".into()),
         });
     }
     if let (Some(sql), Some(_)) = (&args.sql, &args.out) {
         out.push(RuleQuery {
             name: "sql".into(),
             sql: format!("SELECT trace_id FROM ({sql})"),
+            parameters: Default::default(),
+            written_in: Some("--sql".into()),
         });
     }
     if out.is_empty() {
@@ -143,7 +160,13 @@ fn rule_queries(args: &Args) -> Result<Vec<RuleQuery>, CurateError> {
 }
 
 async fn print_query(catalog: &Catalog, sql: &str, json: bool) -> Result<String, CurateError> {
-    let batches = catalog.ctx.sql(sql).await?.collect().await?;
+    // SQL that does not parse or plan is the argument's fault (exit 2), with the reason.
+    let planned = catalog
+        .ctx
+        .sql(sql)
+        .await
+        .map_err(|e| CurateError::BadArgs(format!("--sql: {e}")))?;
+    let batches = planned.collect().await?;
     if json {
         let mut buf = Vec::new();
         let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut buf);

@@ -105,13 +105,12 @@ pub fn write_manifest(
     summary: &Summary,
     source_files: Vec<String>,
 ) -> Result<(), CurateError> {
-    let settings = crate::rules::Settings::parse(&args.sets)?;
     let rules: Vec<_> = queries
         .iter()
         .map(|q| {
             json!({
                 "name": q.name,
-                "parameters": settings.effective(&q.name),
+                "parameters": q.parameters,
                 "sql": q.sql,
             })
         })

@@ -155,7 +155,7 @@ impl Settings {
             let def = BUILTIN
                 .iter()
                 .find(|d| d.name == rule)
-                .ok_or_else(|| unknown(rule))?;
+                .ok_or_else(|| unknown(rule, []))?;
             if !def.params.iter().any(|p| p.name == param) {
                 let known: Vec<_> = def.params.iter().map(|p| p.name).collect();
                 return Err(CurateError::BadArgs(format!(
@@ -189,6 +189,17 @@ impl Settings {
             })
     }
 
+    /// `--include-previous` is `--set quick-followup.include_previous=true`.
+    pub fn include_previous(mut self, on: bool) -> Self {
+        if on {
+            self.0
+                .entry("quick-followup".into())
+                .or_default()
+                .insert("include_previous".into(), "true".into());
+        }
+        self
+    }
+
     fn explicit(&self, rule: &str, param: &str) -> Option<&String> {
         self.0.get(rule).and_then(|m| m.get(param))
     }
@@ -208,8 +219,15 @@ impl Settings {
     }
 }
 
-fn unknown(name: &str) -> CurateError {
-    let known: Vec<_> = BUILTIN.iter().map(|d| d.name).collect();
+/// Whether `name` is a built-in rule.
+pub fn is_builtin(name: &str) -> bool {
+    BUILTIN.iter().any(|d| d.name == name)
+}
+
+/// The error for a rule that is neither built in nor in the rules file (`custom`, its names).
+pub fn unknown<'a>(name: &str, custom: impl IntoIterator<Item = &'a String>) -> CurateError {
+    let mut known: Vec<&str> = BUILTIN.iter().map(|d| d.name).collect();
+    known.extend(custom.into_iter().map(String::as_str));
     CurateError::UnknownRule {
         name: name.to_string(),
         known: known.join(", "),
@@ -238,11 +256,7 @@ fn nanos(rule: &str, param: &str, v: &str) -> Result<i64, CurateError> {
 }
 
 /// SQL of a built-in rule with its settings: a query returning `trace_id`.
-pub fn builtin_sql(
-    name: &str,
-    s: &Settings,
-    include_previous: bool,
-) -> Result<String, CurateError> {
+pub fn builtin_sql(name: &str, s: &Settings) -> Result<String, CurateError> {
     let get = |p: &str| s.get(name, p).unwrap_or_default();
     Ok(match name {
         "slow" => match s.explicit(name, "percentile") {
@@ -279,8 +293,7 @@ pub fn builtin_sql(
         "errors" => "SELECT trace_id FROM traces WHERE has_error".into(),
         "quick-followup" => {
             let within = nanos(name, "within", &get("within"))?;
-            let prev = include_previous
-                || matches!(get("include_previous").as_str(), "true" | "1" | "yes");
+            let prev = matches!(get("include_previous").as_str(), "true" | "1" | "yes");
             let gap = "arrow_cast(b.root_start, 'Int64') - arrow_cast(a.root_end, 'Int64')";
             let pairs = format!(
                 "FROM traces a JOIN traces b ON a.session_id = b.session_id AND a.trace_id <> b.trace_id \
@@ -324,7 +337,7 @@ pub fn builtin_sql(
                 number(name, "below", &get("below"))?
             )
         }
-        other => return Err(unknown(other)),
+        other => return Err(unknown(other, [])),
     })
 }
 
@@ -395,17 +408,14 @@ mod tests {
             "slow.min_duration=1500ms".into(),
             "costly.min_tokens=1000".into(),
         ])?;
-        assert!(builtin_sql("slow", &s, false)?.ends_with("root_duration_ns > 1500000000"));
-        assert!(builtin_sql("costly", &s, false)?.ends_with("input_tokens + output_tokens > 1000"));
+        assert!(builtin_sql("slow", &s)?.ends_with("root_duration_ns > 1500000000"));
+        assert!(builtin_sql("costly", &s)?.ends_with("input_tokens + output_tokens > 1000"));
         let d = Settings::default();
-        assert!(builtin_sql("slow", &d, false)?.ends_with("> 5000000000"));
-        assert!(builtin_sql("costly", &d, false)?.ends_with("cost_usd > 0.1"));
-        assert!(
-            builtin_sql("low-score", &d, false).is_err(),
-            "metric is required"
-        );
+        assert!(builtin_sql("slow", &d)?.ends_with("> 5000000000"));
+        assert!(builtin_sql("costly", &d)?.ends_with("cost_usd > 0.1"));
+        assert!(builtin_sql("low-score", &d).is_err(), "metric is required");
         assert!(matches!(
-            builtin_sql("nope", &d, false),
+            builtin_sql("nope", &d),
             Err(CurateError::UnknownRule { .. })
         ));
         Ok(())

@@ -13,11 +13,16 @@ use crate::catalog::Catalog;
 use crate::cli::Match;
 use crate::error::CurateError;
 
-/// A rule ready to run: its name (for reports) and SQL returning `trace_id`.
+/// A rule ready to run: its name (for reports), SQL returning `trace_id`, and the parameters
+/// in effect (for the manifest).
 #[derive(Debug, Clone)]
 pub struct RuleQuery {
     pub name: String,
     pub sql: String,
+    pub parameters: BTreeMap<String, String>,
+    /// Where the user wrote this SQL (`--where`, `--sql`, a rules file), for custom rules: SQL
+    /// that does not parse or plan is then a bad argument, not a failure.
+    pub written_in: Option<String>,
 }
 
 /// Traces each rule selected, before combining.
@@ -37,7 +42,15 @@ pub async fn run_rules(
             "SELECT DISTINCT trace_id FROM ({}) WHERE trace_id IS NOT NULL",
             rule.sql
         );
-        let batches = catalog.ctx.sql(&sql).await?.collect().await?;
+        let planned = catalog
+            .ctx
+            .sql(&sql)
+            .await
+            .map_err(|e| match &rule.written_in {
+                Some(place) => CurateError::BadArgs(format!("{place}: {e}")),
+                None => e.into(),
+            })?;
+        let batches = planned.collect().await?;
         let ids = per_rule.entry(rule.name.clone()).or_default();
         for b in &batches {
             let col = b.column(0).as_string_opt::<i32>().ok_or_else(|| {

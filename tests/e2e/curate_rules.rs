@@ -81,6 +81,15 @@ async fn every_builtin_rule_selects_exactly_the_planted_traces() -> TestResult {
         &["--rule", "quick-followup", "--include-previous"],
         &p.quick_followup_previous,
     )?;
+    // The manifest records the parameter in effect, flag included.
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        dir.path().join("out.jsonl.manifest.json"),
+    )?)?;
+    assert_eq!(
+        manifest["rules"][0]["parameters"],
+        serde_json::json!({"include_previous": "true", "within": "10s"}),
+        "{manifest}"
+    );
     check(&["--rule", "negative-feedback"], &p.negative_feedback)?;
     check(
         &[
@@ -244,6 +253,42 @@ async fn sql_prints_tables_and_bad_arguments_exit_2() -> TestResult {
         &["--rule", "slow", "--set", "slow.max=1", "--out", "x.jsonl"],
     )?;
     assert_eq!(code, 2, "{stderr}");
+    // SQL that does not parse or plan is a bad argument too, and the message says why.
+    for (args, reason) in [
+        (
+            &["--where", "root_duration_ns >", "--out", "x.jsonl"][..],
+            "--where",
+        ),
+        (
+            &["--where", "no_such_column > 1", "--out", "x.jsonl"],
+            "no_such_column",
+        ),
+        (&["--sql", "SELEC model FROM llm_calls"], "--sql"),
+        (&["--sql", "SELECT model FROM no_such_view"], "no_such_view"),
+        (
+            &["--sql", "SELECT model FROM llm_calls", "--out", "x.jsonl"],
+            "trace_id",
+        ),
+    ] {
+        let (code, _, stderr) = curate(dir.path(), args)?;
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+    // An unknown rule's message lists the rules of --rules FILE too.
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, "[rules.pricey]\nwhere = \"cost_usd > 1\"\n")?;
+    let rules_s = rules.display().to_string();
+    let (code, _, stderr) = curate(
+        dir.path(),
+        &["--rules", &rules_s, "--rule", "pricy", "--out", "x.jsonl"],
+    )?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("unknown rule \"pricy\"")
+            && stderr.contains("low-score")
+            && stderr.contains("pricey"),
+        "{stderr}"
+    );
     let (code, stdout, _) = curate(dir.path(), &["rules"])?;
     assert_eq!(code, 0);
     assert!(
