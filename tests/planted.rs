@@ -1,6 +1,9 @@
 //! Traces with known answers for the curate rules: planted slow, costly, erroring and
-//! quick-follow-up traces, their near misses (a boundary value, an 11 s follow-up, a
-//! follow-up in another session, usage repeated on nested spans), and plain traffic.
+//! quick-follow-up traces, their near misses (a boundary value, an 11 s follow-up, a follow-up
+//! at exactly 10 s, overlapping traces of one session, a follow-up in another session, usage
+//! repeated on nested spans), answers for non-default parameters (a percentile per root span
+//! name, other USD and token thresholds, other follow-up gaps), two calls of one trace with
+//! equal token counts, and plain traffic.
 
 use std::collections::BTreeSet;
 
@@ -43,10 +46,20 @@ pub struct TraceSpec {
 pub struct Planted {
     pub request: ExportTraceServiceRequest,
     pub slow: BTreeSet<String>,
+    /// `slow.percentile=50`, among the `GET /search` and `GET /report` traces.
+    pub slow_p50: BTreeSet<String>,
     pub costly: BTreeSet<String>,
+    /// `costly.min_usd=0.05`.
+    pub costly_over_5_cents: BTreeSet<String>,
+    /// `costly.min_tokens=40000`.
+    pub costly_over_40k_tokens: BTreeSet<String>,
     pub errors: BTreeSet<String>,
     pub quick_followup: BTreeSet<String>,
     pub quick_followup_previous: BTreeSet<String>,
+    /// `quick-followup.within=5s`.
+    pub quick_followup_within_5s: BTreeSet<String>,
+    /// `quick-followup.within=12s`.
+    pub quick_followup_within_12s: BTreeSet<String>,
     pub negative_feedback: BTreeSet<String>,
     /// Traces scored below 0.5 on `faithfulness` by planted eval spans.
     pub low_faithfulness: BTreeSet<String>,
@@ -153,7 +166,14 @@ impl Builder {
     fn id(&self, t: usize) -> String {
         hex::encode(self.traces[t].trace_id)
     }
+
+    fn root_name(&mut self, t: usize, name: &str) {
+        self.traces[t].spans[0].name = name.into();
+    }
 }
+
+/// Name of the trace with two calls of equal token counts, one after the other.
+pub const EQUAL_USAGE_CALLS: &str = "two calls of 12000/9000 tokens";
 
 /// Builds the planted corpus.
 pub fn planted() -> Planted {
@@ -204,12 +224,32 @@ pub fn planted() -> Planted {
     let t = b.trace("short root, slow detached span", 7500.0, 1.0);
     b.detached(t, 0.5, 8.0);
 
+    // slow.percentile=50 is taken per root span name: of the 100..900 ms `GET /search` traces
+    // those over 500 ms (500 ms itself is the percentile: strict), of the 2.1..2.9 s
+    // `GET /report` traces those over 2.5 s. One percentile over both names would be 1.5 s.
+    let mut slow_p50 = BTreeSet::new();
+    for k in 1..=9 {
+        for (route, base) in [("GET /search", 0.0), ("GET /report", 2.0)] {
+            let dur = base + 0.1 * k as f64;
+            let t = b.trace(
+                &format!("{route} {dur:.1}s"),
+                17_000.0 + 20.0 * k as f64,
+                dur,
+            );
+            b.root_name(t, route);
+            if k > 5 {
+                slow_p50.insert(b.id(t));
+            }
+        }
+    }
+
     // costly (default 0.10 USD): gpt-4o at 2.50/10.00 per million.
     let t = b.trace("costly 0.12", 8000.0, 1.0);
     b.tokens(t, "gpt-4o", 40_000, 2_000); // 0.10 + 0.02
     costly.insert(b.id(t));
     let t = b.trace("exactly 0.10", 8100.0, 1.0);
     b.tokens(t, "gpt-4o-2024-08-06", 40_000, 0); // 0.10, not > 0.10
+    let exactly_10_cents = b.id(t);
     // Usage repeated on three nested spans of one call: 0.05 once, 0.15 if counted thrice.
     let t = b.trace("nested usage 0.05", 8200.0, 1.0);
     b.tokens(t, "gpt-4o", 20_000, 0);
@@ -224,6 +264,30 @@ pub fn planted() -> Planted {
     middle.parent_span_id = inner.span_id.clone();
     b.traces[t].spans.push(middle);
     b.traces[t].spans.push(innermost);
+    // Two calls one after the other with equal counts (12000 + 9000 tokens of gpt-4o-mini,
+    // 0.0072 USD each): two calls, 42000 tokens, not one call of 21000.
+    let t = b.trace(EQUAL_USAGE_CALLS, 8300.0, 3.0);
+    b.tokens(t, "gpt-4o-mini", 12_000, 9_000);
+    let first = b.traces[t].spans[1].clone();
+    let mut second = first.clone();
+    second.span_id[7] = 3;
+    let after = first.end_time_unix_nano + SEC / 10;
+    second.end_time_unix_nano = after + (first.end_time_unix_nano - first.start_time_unix_nano);
+    second.start_time_unix_nano = after;
+    for a in &mut second.attributes {
+        if let Some(Value::StringValue(v)) = a.value.as_mut().and_then(|v| v.value.as_mut()) {
+            *v = v.replace("question of", "second question of");
+            *v = v.replace("answer of", "second answer of");
+        }
+    }
+    b.traces[t].spans.push(second);
+    let equal_calls = b.id(t);
+    // Thresholds other than the default: 0.05 USD keeps the nested 0.05 trace out (strict);
+    // 40000 tokens keeps "exactly 0.10" (40000 tokens) out and takes the two equal calls.
+    let costly_over_5_cents: BTreeSet<String> =
+        costly.iter().cloned().chain([exactly_10_cents]).collect();
+    let costly_over_40k_tokens: BTreeSet<String> =
+        costly.iter().cloned().chain([equal_calls]).collect();
 
     // errors: a child span with status ERROR; a near miss with OK and an error-ish attribute.
     let t = b.trace("tool error", 9000.0, 1.0);
@@ -248,6 +312,8 @@ pub fn planted() -> Planted {
     session(&mut b, f, "session.id", "s-1");
     qf.insert(b.id(f));
     qf_prev.extend([b.id(a), b.id(f)]);
+    let qf_5s = BTreeSet::from([b.id(f)]);
+    let mut qf_12s = BTreeSet::from([b.id(f)]);
     // Same via gen_ai.conversation.id, 9.9 s gap.
     let a = b.trace("conv first", 11_000.0, 2.0);
     session(&mut b, a, "gen_ai.conversation.id", "c-7");
@@ -255,11 +321,28 @@ pub fn planted() -> Planted {
     session(&mut b, f, "gen_ai.conversation.id", "c-7");
     qf.insert(b.id(f));
     qf_prev.extend([b.id(a), b.id(f)]);
+    qf_12s.insert(b.id(f));
     // Near misses: 11 s later in the same session; 2 s later in another session.
     let a = b.trace("late first", 12_000.0, 2.0);
     session(&mut b, a, "session.id", "s-2");
     let f = b.trace("late retry 11s later", 12_000.0 - 2.0 - 11.0, 2.0);
     session(&mut b, f, "session.id", "s-2");
+    qf_12s.insert(b.id(f));
+    // Exactly 10 s later (0 <= gap < 10 s: not selected), and a second trace of a session that
+    // starts while the first is still running (a negative gap: not a follow-up).
+    let a = b.trace("exact first", 12_500.0, 2.0);
+    session(&mut b, a, "session.id", "s-5");
+    let f = b.trace("retry exactly 10s later", 12_500.0 - 2.0 - 10.0, 2.0);
+    session(&mut b, f, "session.id", "s-5");
+    qf_12s.insert(b.id(f));
+    let a = b.trace("overlapping first", 12_800.0, 4.0);
+    session(&mut b, a, "session.id", "s-6");
+    let f = b.trace(
+        "overlapping second, 2s after the first started",
+        12_800.0 - 2.0,
+        4.0,
+    );
+    session(&mut b, f, "session.id", "s-6");
     let a = b.trace("other session first", 13_000.0, 2.0);
     session(&mut b, a, "session.id", "s-3");
     let f = b.trace("other session 2s later", 13_000.0 - 2.0 - 2.0, 2.0);
@@ -372,10 +455,15 @@ pub fn planted() -> Planted {
     Planted {
         request,
         slow,
+        slow_p50,
         costly,
+        costly_over_5_cents,
+        costly_over_40k_tokens,
         errors,
         quick_followup: qf,
         quick_followup_previous: qf_prev,
+        quick_followup_within_5s: qf_5s,
+        quick_followup_within_12s: qf_12s,
         negative_feedback: negative,
         low_faithfulness: low,
         names,

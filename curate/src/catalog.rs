@@ -12,10 +12,12 @@
 //! OpenLLMetry's, the provider SDK's native span, OpenInference's) repeat one call's usage on
 //! several spans, as parent and child or as siblings. The rule: a span with token counts is
 //! skipped when one of its children has token counts too (it wraps the call or sums several),
-//! and of the remaining spans of a trace, those with the same input and output counts are one
-//! call, counted once. Two distinct calls of one trace with exactly equal input and output
-//! counts are therefore counted once; a span summing usage over grandchildren (through a span
-//! without usage) is counted as well.
+//! and of the remaining spans of a trace, those with the same input and output counts whose
+//! time ranges overlap are one call, counted once (on the one with the smallest span id).
+//! Instrumentations of one call, nested or siblings, always overlap in time; two calls made
+//! one after the other do not, so they count twice even with equal counts. Two concurrent
+//! calls of one trace with exactly equal counts are still counted once; a span summing usage
+//! over grandchildren (through a span without usage) is counted as well.
 
 use std::sync::Arc;
 
@@ -131,18 +133,24 @@ WITH calls AS (
   SELECT *, llm_io(attributes, events) AS io FROM spans WHERE {IS_LLM_CALL}
 ),
 usage AS (
-  SELECT trace_id, span_id, parent_span_id,
+  SELECT trace_id, span_id, parent_span_id, start_time, end_time,
     coalesce(gen_ai_input_tokens, 0) AS input_tokens, coalesce(gen_ai_output_tokens, 0) AS output_tokens
   FROM spans WHERE gen_ai_input_tokens IS NOT NULL OR gen_ai_output_tokens IS NOT NULL
 ),
 usage_parents AS (
   SELECT DISTINCT trace_id, parent_span_id AS span_id FROM usage WHERE parent_span_id IS NOT NULL
 ),
-counted AS (
-  SELECT u.trace_id, min(u.span_id) AS span_id FROM usage u
+leaves AS (
+  SELECT u.* FROM usage u
   LEFT JOIN usage_parents p ON p.trace_id = u.trace_id AND p.span_id = u.span_id
   WHERE p.span_id IS NULL
-  GROUP BY u.trace_id, u.input_tokens, u.output_tokens
+),
+counted AS (
+  SELECT DISTINCT l.trace_id, l.span_id FROM leaves l
+  LEFT JOIN leaves o ON o.trace_id = l.trace_id
+    AND o.input_tokens = l.input_tokens AND o.output_tokens = l.output_tokens
+    AND o.span_id < l.span_id AND o.start_time <= l.end_time AND l.start_time <= o.end_time
+  WHERE o.span_id IS NULL
 )
 SELECT c.trace_id, c.span_id, c.parent_span_id, c.name, c.service_name, c.start_time, c.end_time,
   c.duration_ns, c.status_code, c.status_message,

@@ -4,9 +4,10 @@
 //! Nested instrumentations often record one LLM call on several spans (an app span, an
 //! OpenLLMetry span, the provider SDK's span), as parent and child or as siblings. Spans are one
 //! call when an LLM span is the only LLM child of its LLM parent, or when they carry the same
-//! token counts in one trace (the rule `traces` counts usage by); the call's line comes from
-//! its span with the most content (input and output), the innermost on a tie. Calls with no input and no output are left out of `--per call` datasets (there is
-//! nothing to judge); `--json` counts them.
+//! token counts in one trace and their time ranges overlap (the rule `traces` counts usage
+//! by); the call's line comes from its span with the most content (input and output), the
+//! innermost on a tie. Calls with no input and no output are left out of `--per call` datasets
+//! (there is nothing to judge); `--json` counts them.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -103,6 +104,12 @@ struct CallRow {
 impl CallRow {
     fn content(&self) -> usize {
         usize::from(!self.input.is_empty()) + usize::from(!self.output.is_empty())
+    }
+
+    /// Whether the two spans share an instant (instrumentations of one call always do).
+    fn overlaps(&self, other: &CallRow) -> bool {
+        let end = |r: &CallRow| r.start_ns.saturating_add(r.duration_ns);
+        self.start_ns <= end(other) && other.start_ns <= end(self)
     }
 }
 
@@ -279,7 +286,8 @@ fn calls(rows: Vec<CallRow>) -> Vec<CallRow> {
         }
     }
     // Union-find over spans: a span joins its LLM parent when it is that parent's only LLM
-    // child, and spans of one trace with the same token counts are one call.
+    // child, and spans of one trace with the same token counts are one call when they overlap
+    // in time (two calls one after the other with equal counts stay two).
     let mut group: Vec<usize> = (0..rows.len()).collect();
     fn find(g: &mut [usize], mut i: usize) -> usize {
         while g[i] != i {
@@ -288,7 +296,7 @@ fn calls(rows: Vec<CallRow>) -> Vec<CallRow> {
         }
         i
     }
-    let mut by_usage: HashMap<(String, i64, i64), usize> = HashMap::new();
+    let mut by_usage: HashMap<(String, i64, i64), Vec<usize>> = HashMap::new();
     for (i, r) in rows.iter().enumerate() {
         if let Some(p) = parent(i).filter(|p| llm_children[*p] == 1) {
             let (a, b) = (find(&mut group, i), find(&mut group, p));
@@ -300,9 +308,12 @@ fn calls(rows: Vec<CallRow>) -> Vec<CallRow> {
                 r.input_tokens.unwrap_or(0),
                 r.output_tokens.unwrap_or(0),
             );
-            let first = *by_usage.entry(k).or_insert(i);
-            let (a, b) = (find(&mut group, i), find(&mut group, first));
-            group[a] = b;
+            let same = by_usage.entry(k).or_default();
+            for &j in same.iter().filter(|&&j| r.overlaps(&rows[j])) {
+                let (a, b) = (find(&mut group, i), find(&mut group, j));
+                group[a] = b;
+            }
+            same.push(i);
         }
     }
     let depth = |mut i: usize| {
@@ -703,5 +714,55 @@ mod tests {
             )
         );
         Ok(())
+    }
+
+    fn call(
+        span: &str,
+        parent: Option<&str>,
+        start_s: i64,
+        dur_s: i64,
+        tokens: (i64, i64),
+    ) -> CallRow {
+        CallRow {
+            trace_id: TRACE.into(),
+            span_id: span.into(),
+            parent_span_id: parent.map(str::to_string),
+            service: None,
+            start_ns: start_s * 1_000_000_000,
+            duration_ns: dur_s * 1_000_000_000,
+            status_code: "OK".into(),
+            model: Some("gpt-4o-mini".into()),
+            input_tokens: Some(tokens.0),
+            output_tokens: Some(tokens.1),
+            cost_usd: None,
+            system: None,
+            input: Vec::new(),
+            output: Vec::new(),
+            context: Vec::new(),
+        }
+    }
+
+    /// Equal token counts make one call only when the spans overlap in time.
+    #[test]
+    fn equal_usage_is_one_call_only_when_the_spans_overlap() {
+        let spans = |rows: Vec<CallRow>| -> Vec<String> {
+            calls(rows).into_iter().map(|c| c.span_id).collect()
+        };
+        // Two sibling instrumentations of one call (same counts, overlapping): one call.
+        assert_eq!(
+            spans(vec![
+                call("a", Some("root"), 10, 4, (100, 50)),
+                call("b", Some("root"), 10, 3, (100, 50)),
+            ]),
+            ["a"]
+        );
+        // The same counts, one call after the other: two calls.
+        assert_eq!(
+            spans(vec![
+                call("a", Some("root"), 10, 4, (100, 50)),
+                call("b", Some("root"), 15, 4, (100, 50)),
+            ]),
+            ["a", "b"]
+        );
     }
 }

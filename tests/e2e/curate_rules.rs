@@ -8,7 +8,7 @@ use std::process::Command;
 
 use trace2eval_tests::client::Grpc;
 use trace2eval_tests::harness::{Ingest, IngestOpts, Ran, TestResult, bin_path, output_of};
-use trace2eval_tests::planted::{NOW, Planted, planted};
+use trace2eval_tests::planted::{EQUAL_USAGE_CALLS, NOW, Planted, planted};
 
 /// Ingests the planted corpus into `dir/store`.
 async fn planted_store(dir: &Path) -> TestResult<Planted> {
@@ -51,6 +51,16 @@ fn select(dir: &Path, rule_args: &[&str]) -> TestResult<BTreeSet<String>> {
         ids.insert(v["trace_id"].as_str().unwrap_or_default().to_string());
     }
     Ok(ids)
+}
+
+/// The trace id of the planted trace named `name`.
+fn id_of(p: &Planted, name: &str) -> TestResult<String> {
+    Ok(p.names
+        .iter()
+        .find(|(_, n)| n == name)
+        .ok_or_else(|| format!("no planted trace {name:?}"))?
+        .0
+        .clone())
 }
 
 fn named(p: &Planted, ids: &BTreeSet<String>) -> Vec<String> {
@@ -121,6 +131,46 @@ async fn every_builtin_rule_selects_exactly_the_planted_traces() -> TestResult {
         &slow5,
     )?;
     check(&["--where", "root_duration_ns > 5000000000"], &p.slow)?;
+    // The percentile is taken per root span name (here among the GET routes only).
+    check(
+        &[
+            "--rule",
+            "slow",
+            "--set",
+            "slow.percentile=50",
+            "--where",
+            "root_name LIKE 'GET /%'",
+            "--match",
+            "all",
+        ],
+        &p.slow_p50,
+    )?;
+    check(
+        &["--rule", "costly", "--set", "costly.min_usd=0.05"],
+        &p.costly_over_5_cents,
+    )?;
+    check(
+        &["--rule", "costly", "--set", "costly.min_tokens=40000"],
+        &p.costly_over_40k_tokens,
+    )?;
+    check(
+        &[
+            "--rule",
+            "quick-followup",
+            "--set",
+            "quick-followup.within=5s",
+        ],
+        &p.quick_followup_within_5s,
+    )?;
+    check(
+        &[
+            "--rule",
+            "quick-followup",
+            "--set",
+            "quick-followup.within=12s",
+        ],
+        &p.quick_followup_within_12s,
+    )?;
     Ok(())
 }
 
@@ -619,5 +669,60 @@ async fn rules_file_sample_and_limit_shape_the_selection() -> TestResult {
         stdout.contains("mini") && stdout.contains("plain traffic"),
         "{stdout}"
     );
+    Ok(())
+}
+
+/// Two LLM calls of one trace made one after the other with exactly equal token counts are
+/// two calls (tokens, cost, dataset lines), while usage repeated on the nested spans of one
+/// call still counts once.
+#[tokio::test(flavor = "multi_thread")]
+async fn sequential_calls_with_equal_token_counts_both_count() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = planted_store(dir.path()).await?;
+    let totals = |id: &str| -> TestResult<serde_json::Value> {
+        let sql = format!(
+            "SELECT llm_calls, input_tokens, output_tokens, cost_usd FROM traces WHERE trace_id = '{id}'"
+        );
+        let (code, stdout, stderr) = curate(dir.path(), &["--all", "--sql", &sql, "--json"])?;
+        assert_eq!(code, 0, "{stderr}");
+        Ok(serde_json::from_str(stdout.trim())?)
+    };
+    let equal = id_of(&p, EQUAL_USAGE_CALLS)?;
+    let row = totals(&equal)?;
+    assert_eq!(row["llm_calls"], 2, "{row}");
+    assert_eq!(row["input_tokens"], 24_000, "{row}");
+    assert_eq!(row["output_tokens"], 18_000, "{row}");
+    // gpt-4o-mini: 0.15 and 0.60 USD per million input and output tokens.
+    let cost = row["cost_usd"].as_f64().ok_or("no cost")?;
+    assert!((cost - 2.0 * 0.0072).abs() < 1e-12, "{row}");
+    let row = totals(&id_of(&p, "nested usage 0.05")?)?;
+    assert_eq!(row["llm_calls"], 1, "{row}");
+    assert_eq!(row["input_tokens"], 20_000, "{row}");
+
+    let out = dir.path().join("equal.jsonl");
+    let out_s = out.display().to_string();
+    let filter = format!("trace_id = '{equal}'");
+    let (code, _, stderr) = curate(dir.path(), &["--where", &filter, "--out", &out_s])?;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let outputs: Vec<&str> = lines
+        .iter()
+        .map(|l| l["output"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            format!("answer of {EQUAL_USAGE_CALLS}"),
+            format!("second answer of {EQUAL_USAGE_CALLS}")
+        ],
+        "one line per call"
+    );
+    for l in &lines {
+        assert_eq!(l["metadata"]["input_tokens"], 12_000, "{l}");
+        assert_eq!(l["metadata"]["output_tokens"], 9_000, "{l}");
+    }
     Ok(())
 }
