@@ -672,6 +672,42 @@ async fn rules_file_sample_and_limit_shape_the_selection() -> TestResult {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_selection_exits_0_and_says_so() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    planted_store(dir.path()).await?;
+    let out = dir.path().join("none.jsonl");
+    let out_s = out.display().to_string();
+    let args = [
+        "--rule",
+        "slow",
+        "--set",
+        "slow.min_duration=1h",
+        "--out",
+        &out_s,
+    ];
+    let (code, stdout, stderr) = curate(dir.path(), &args)?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("selected nothing:") && stdout.contains("wrote 0 lines"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(&out)?, "", "an empty dataset");
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        dir.path().join("none.jsonl.manifest.json"),
+    )?)?;
+    assert_eq!(manifest["counts"]["selected"], 0, "{manifest}");
+    assert_eq!(manifest["counts"]["lines"], 0, "{manifest}");
+
+    let (code, stdout, stderr) = curate(dir.path(), &[&args[..], &["--json"][..]].concat())?;
+    assert_eq!(code, 0, "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(summary["selected"], 0, "{summary}");
+    assert_eq!(summary["selected_per_rule"]["slow"], 0, "{summary}");
+    assert_eq!(summary["lines"], 0, "{summary}");
+    Ok(())
+}
+
 /// Two LLM calls of one trace made one after the other with exactly equal token counts are
 /// two calls (tokens, cost, dataset lines), while usage repeated on the nested spans of one
 /// call still counts once.
