@@ -2,9 +2,9 @@
 //! evaluation attributes, a `gen_ai.evaluation.result` event with the same fields, and a link to
 //! the judged span. Sent over OTLP (gRPC or HTTP/protobuf) or written into a store as Parquet.
 //!
-//! Ids are derived from the run id (kept beside the results file, see `results::run_id_path`),
-//! so a resumed run continues the same eval trace and a score span re-sent after a crash carries
-//! the same span id. Store files are named after their content and the batch's first send time,
+//! Ids are derived from the run id (which a rerun takes from the results file or the journaled
+//! batch, see `results::InFlight`), so a resumed run continues the same eval trace and a score
+//! span re-sent after a crash carries the same span id. Store files are named after their content and the batch's first send time,
 //! so re-sending a batch into a store overwrites the file it wrote, not adds a copy.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

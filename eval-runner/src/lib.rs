@@ -5,11 +5,12 @@
 //! delivers their score spans, then appends their result lines. A pair whose line is in the
 //! results file is therefore never judged or sent again by a rerun.
 //!
-//! Between the two steps a batch is journaled (`<out>.sending`, see `results::InFlight`), and
-//! the run id that score span ids derive from is kept in `<out>.run` from before the first
-//! span leaves. A run killed after its spans went out but before their lines were written is
-//! finished by the rerun: it re-sends the journaled batch unchanged (same span ids, same
-//! verdicts; a store overwrites the same files) and records its lines, judging nothing again.
+//! Between the two steps the batch is journaled (`<out>.sending`, see `results::InFlight`). A
+//! run killed after its spans went out but before their lines were written is finished by the
+//! rerun: it takes the run id (which score span ids derive from) from the journal, re-sends the
+//! batch unchanged (same span ids, same verdicts; a store overwrites the same files) and
+//! records its lines, judging nothing again. Spans only ever leave journaled or recorded, so a
+//! results file with neither is a new run with a new id.
 //!
 //! Modules, in the order of the flow: `cli` (config), `dataset` (curate's JSONL formats),
 //! `metrics` (templates, verdict parsing), `mask` (egress redaction), `judge` (OpenAI and
@@ -140,25 +141,29 @@ pub async fn run(
         );
     }
     let mut resumed = results::resume(&cfg.out)?;
-    let explicit_run_id = cfg.run_id.is_some();
-    let run_id = match cfg.run_id.clone() {
-        Some(id) => id,
-        None => results::read_run_id(&cfg.out)?
-            .or_else(|| resumed.run_id.clone())
-            .unwrap_or_else(new_run_id),
-    };
+    let in_flight = InFlight::load(&cfg.out)?;
+    let run_id = cfg
+        .run_id
+        .clone()
+        .or_else(|| {
+            in_flight
+                .as_ref()
+                .and_then(|b| b.lines.first())
+                .map(|r| r.run_id.clone())
+        })
+        .or_else(|| resumed.run_id.clone())
+        .unwrap_or_else(new_run_id);
     let mut cache = match &cfg.cache_dir {
         Some(dir) => VerdictCache::open(dir)?,
         None => VerdictCache::disabled(),
     };
     let judge = Judge::new(&cfg).map_err(EvalError::BadArgs)?;
     let mut emitter = Emitter::new(&cfg.emit, &cfg.tenant)?;
-    if emitter.enabled() && !explicit_run_id {
-        results::write_run_id(&cfg.out, &run_id)?;
-    }
     let run_spans = RunSpans::new(&run_id, &cfg.judge_model, cfg.provider.name());
     let mut writer = ResultsWriter::open(&cfg.out)?;
-    finish_in_flight(&cfg.out, &mut emitter, &mut writer, &mut resumed).await?;
+    if let Some(batch) = in_flight {
+        finish_in_flight(&cfg.out, batch, &mut emitter, &mut writer, &mut resumed).await?;
+    }
     let mut summary = Summary::new(&run_id, &cfg, &metrics, &dataset, &resumed);
 
     // Pairs answered without the judge (skips, cached verdicts) and pairs to judge.
@@ -366,13 +371,11 @@ async fn flush(
 /// may or may not have arrived) and records its lines, which then count as resumed.
 async fn finish_in_flight(
     out: &std::path::Path,
+    batch: InFlight,
     emitter: &mut Emitter,
     writer: &mut ResultsWriter,
     resumed: &mut results::Resumed,
 ) -> Result<(), EvalError> {
-    let Some(batch) = InFlight::load(out)? else {
-        return Ok(());
-    };
     let bad = |why: String| {
         EvalError::BadArgs(format!("{}: {why}", results::in_flight_path(out).display()))
     };

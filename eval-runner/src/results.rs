@@ -138,31 +138,6 @@ fn create_parent(path: &Path) -> Result<(), EvalError> {
     }
 }
 
-/// `<out>.run`: the run id of the results file `out`. Score span ids are derived from it, so
-/// it is written before the first span leaves and read back by a rerun: a span re-sent after a
-/// crash keeps its id even when no result line reached the file.
-pub fn run_id_path(out: &Path) -> PathBuf {
-    sibling(out, ".run")
-}
-
-pub fn read_run_id(out: &Path) -> Result<Option<String>, EvalError> {
-    let path = run_id_path(out);
-    match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(Some(t.trim().to_string()).filter(|id| !id.is_empty())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(EvalError::io(format!("reading {}", path.display()), e)),
-    }
-}
-
-/// Records `run_id` for `out`, unless it is already recorded.
-pub fn write_run_id(out: &Path, run_id: &str) -> Result<(), EvalError> {
-    if read_run_id(out)?.as_deref() == Some(run_id) {
-        return Ok(());
-    }
-    create_parent(out)?;
-    write_atomic(&run_id_path(out), format!("{run_id}\n").as_bytes())
-}
-
 /// A batch of score spans being delivered, with the result lines that record it:
 /// `<out>.sending`, written before the spans leave and removed once their lines are in the
 /// results file. A rerun that finds it re-sends exactly these bytes (same span ids, same
@@ -327,14 +302,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_run_id_and_an_unfinished_batch_survive_beside_the_results() -> Result<(), EvalError> {
+    fn an_unfinished_batch_survives_beside_the_results() -> Result<(), EvalError> {
         let dir = tempfile::tempdir().map_err(|e| EvalError::io("tempdir", e))?;
-        let out = dir.path().join("nested/r.jsonl");
-        assert_eq!(read_run_id(&out)?, None);
-        write_run_id(&out, "01RUN")?;
-        write_run_id(&out, "01RUN")?;
-        assert_eq!(read_run_id(&out)?.as_deref(), Some("01RUN"));
-
+        let out = dir.path().join("r.jsonl");
         assert!(InFlight::load(&out)?.is_none());
         InFlight {
             sent_ms: 7,

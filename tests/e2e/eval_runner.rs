@@ -640,7 +640,7 @@ fn killed_run_resumes_without_duplicates_and_reruns_reuse_verdicts() -> TestResu
         .iter()
         .filter_map(|l| l["run_id"].as_str())
         .collect();
-    assert_eq!(run_ids.len(), 1, "one eval run over three invocations");
+    assert_eq!(run_ids.len(), 1, "one eval run, resumed");
     // Pairs in flight at the second kill are asked again; nothing else.
     assert!(
         judge.request_count() <= pairs + 2,
