@@ -790,3 +790,33 @@ async fn write_target(
         .map_err(|e| CurateError::JobFailed(format!("writing {}: {e}", group.target)))?;
     Ok(Some(size))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_earlier_versions_read_as_one_group() -> Result<(), serde_json::Error> {
+        let old: Record = serde_json::from_str(
+            r#"{"target": "spans/tenant=a/date=2026-03-02/hour=05/T.parquet",
+                "sources": ["spans/tenant=a/date=2026-03-02/hour=05/S1.parquet"],
+                "created": "2026-03-02T07:00:00Z"}"#,
+        )?;
+        assert_eq!(old.groups.len(), 1);
+        assert!(old.groups[0].target.ends_with("/T.parquet"));
+        assert_eq!(old.groups[0].sources.len(), 1);
+        let new: Record = serde_json::from_slice(&serde_json::to_vec(&old)?)?;
+        assert_eq!(new.groups[0].target, old.groups[0].target);
+        assert_eq!(new.created, old.created);
+        Ok(())
+    }
+
+    #[test]
+    fn a_partition_has_one_record_name() {
+        let p = Partition::of_path("spans/tenant=acme/date=2026-03-02/hour=05/X.parquet");
+        assert_eq!(
+            p.as_ref().map(record_path).map(|r| r.to_string()),
+            Some("_compaction/acme.2026-03-02T05.json".to_string())
+        );
+    }
+}
