@@ -416,6 +416,13 @@ async fn anthropic_judge_faults_are_retried_or_recorded_per_item() -> TestResult
         "{}",
         r(7)
     );
+    assert!(
+        r(7)["raw_answer"]
+            .as_str()
+            .is_some_and(|a| a.contains("42")),
+        "the out-of-range answer is kept: {}",
+        r(7)
+    );
     assert_eq!(
         (r(8)["score"].as_f64(), r(8)["raw_score"].as_f64()),
         (Some(0.25), Some(2.0))
@@ -1062,5 +1069,302 @@ fn killed_after_spans_went_out_before_any_result_line_resends_the_same_spans() -
         .filter_map(|l| l["eval_span_id"].as_str().map(str::to_string))
         .collect();
     assert_eq!(sent, recorded);
+    Ok(())
+}
+
+/// A `langfuse` line exactly as `curate --format langfuse` writes it (key order and metadata
+/// of curate's export): a dataset item with input, expectedOutput and source ids, and no answer.
+fn langfuse_line(n: u32, question: &str) -> String {
+    let trace_id = format!("{:032x}", 0xE0_0000 + n);
+    let span_id = format!("{:016x}", 0x5000 + n);
+    format!(
+        r#"{{"id":"{trace_id}-{span_id}","input":{{"messages":[{{"role":"user","content":"{question}"}}],"context":[]}},"expectedOutput":null,"metadata":{{"rules":["slow"],"model":"gpt-4o-mini","latency_ms":812.0,"input_tokens":812,"output_tokens":40,"cost_usd":0.000146,"status":"OK","service":"chat-api","session_id":"s-1","user_id":"u-9","tenant":"default","start_time":"2026-11-25T14:00:00.000000000Z","root_name":"POST /chat"}},"sourceTraceId":"{trace_id}","sourceObservationId":"{span_id}"}}"#
+    )
+}
+
+/// A user metric on a 0-10 scale sees every variable rendered; a label metric's label and
+/// explanation reach the score span and its `gen_ai.evaluation.result` event; correctness is
+/// judged with an expected output and skipped without; a langfuse item (no answer) is never
+/// judged as an empty answer; the summary's mean, distribution and reuse add up.
+#[test]
+fn user_metrics_render_every_variable_and_score_spans_carry_the_verdict() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let judge = JudgeServer::start(JudgeConfig {
+        verdicts: vec![
+            ("Gold: At nine.".into(), Verdict::new(7.0, None, "grounded")),
+            (
+                "Is the answer polite?".into(),
+                Verdict::new(0.0, Some("polite"), "courteous"),
+            ),
+        ],
+        ..JudgeConfig::default()
+    })?;
+    let dataset = dir.path().join("d.jsonl");
+    let with_expected = json!({
+        "id": "a", "trace_id": format!("{:032x}", 0xE0_00A1), "span_id": format!("{:016x}", 0xA1),
+        "input": [{"role": "user", "content": "When does the office open?"}],
+        "output": "It opens at nine.", "context": ["The office opens at nine."],
+        "expected_output": "At nine.", "metadata": {"model": "gpt-4o-mini", "tier": "gold"},
+    });
+    write_lines(
+        &dataset,
+        &[
+            with_expected.to_string(),
+            item(2, "Where is it?", "On Main street."),
+            langfuse_line(3, "Is parking free?"),
+        ],
+    )?;
+    let metrics = dir.path().join("metrics.toml");
+    std::fs::write(
+        &metrics,
+        r#"
+[metrics.grounded]
+prompt = "Q: {{input}}\nA: {{output}}\nDocs: {{context}}\nGold: {{expected}}\nMeta: {{metadata}}"
+scale = [0, 10]
+
+[metrics.tone]
+prompt = "Is the answer polite? {{output}}"
+labels = { polite = 1.0, rude = 0.0 }
+
+[metrics.clarity]
+prompt = "Is the question clear? {{input}}"
+scale = [1, 5]
+"#,
+    )?;
+    let store = dir.path().join("store");
+    let args = |out: &str| -> Vec<String> {
+        [
+            "--dataset",
+            &dataset.display().to_string(),
+            "--metrics",
+            "grounded,tone,clarity,correctness,helpfulness",
+            "--metrics-file",
+            &metrics.display().to_string(),
+            "--judge-url",
+            &judge.openai_base_url(),
+            "--judge-model",
+            "m",
+            "--out",
+            &dir.path().join(out).display().to_string(),
+            "--emit-store",
+            &store.display().to_string(),
+            "--cache-dir",
+            &dir.path().join("cache").display().to_string(),
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let first = args("r.jsonl");
+    let (code, stdout, stderr) =
+        eval_runner(&first.iter().map(String::as_str).collect::<Vec<_>>(), &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    // The prompts the judge received.
+    let prompts: Vec<String> = judge
+        .requests()
+        .into_iter()
+        .map(|r| r.prompt_text)
+        .collect();
+    let grounded = prompts
+        .iter()
+        .find(|p| p.contains("Gold: At nine."))
+        .ok_or("no grounded prompt for item a")?;
+    for part in [
+        "Q: user: When does the office open?",
+        "A: It opens at nine.",
+        "Docs: [1] The office opens at nine.",
+        r#""tier":"gold""#,
+    ] {
+        assert!(grounded.contains(part), "{part:?} not in {grounded}");
+    }
+    assert!(
+        prompts
+            .iter()
+            .any(|p| p.contains("Expected answer:\nAt nine.") && p.contains("It opens at nine.")),
+        "correctness judged against the expected output"
+    );
+    let parking: Vec<&String> = prompts
+        .iter()
+        .filter(|p| p.contains("Is parking free?"))
+        .collect();
+    assert_eq!(
+        parking.len(),
+        1,
+        "the langfuse item: only clarity, which needs no answer"
+    );
+    assert!(parking[0].contains("Is the question clear?"));
+    // a: 5 metrics; item 2: 4 (no expected output); langfuse: 1.
+    assert_eq!(prompts.len(), 10);
+
+    let results = jsonl(&dir.path().join("r.jsonl"))?;
+    let r = |item: &str, metric: &str| -> TestResult<&Value> {
+        results
+            .iter()
+            .find(|l| {
+                l["metric"] == metric
+                    && (l["item_id"] == item
+                        || l["item_id"].as_str().is_some_and(|i| i.ends_with(item)))
+            })
+            .ok_or_else(|| format!("no result for ({item}, {metric})").into())
+    };
+    assert_eq!(results.len(), 15);
+    assert_eq!(r("a", "correctness")?["score"].as_f64(), Some(0.75));
+    assert_eq!(r("item-2", "correctness")?["skipped"], "no expected output");
+    assert!(r("item-2", "correctness")?["score"].is_null());
+    let lf = format!("{:016x}", 0x5003);
+    for metric in ["helpfulness", "correctness", "grounded", "tone"] {
+        let why = r(&lf, metric)?["skipped"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("langfuse") && why.contains("--format items"),
+            "{metric}: {why}"
+        );
+    }
+    assert_eq!(r(&lf, "clarity")?["score"].as_f64(), Some(0.75));
+    assert_eq!(
+        (
+            r("a", "grounded")?["score"].as_f64(),
+            r("a", "grounded")?["raw_score"].as_f64()
+        ),
+        (Some(0.7), Some(7.0))
+    );
+
+    let summary: Value = serde_json::from_str(stdout.trim())?;
+    let m = &summary["metrics"];
+    assert_eq!(m["grounded"]["n"], 2, "{summary}");
+    assert!((m["grounded"]["mean"].as_f64().unwrap_or_default() - 0.55).abs() < 1e-9);
+    assert_eq!(m["grounded"]["distribution"], json!({"4": 1, "7": 1}));
+    assert_eq!(m["grounded"]["skipped"], 1);
+    assert_eq!(m["tone"]["distribution"], json!({"polite": 2}));
+    assert_eq!(m["tone"]["mean"], 1.0);
+    assert_eq!(m["correctness"]["skipped"], 2);
+    assert_eq!(m["helpfulness"]["skipped"], 1);
+    assert_eq!(m["clarity"]["reused"], 0);
+
+    // The score span of (a, tone), read back from the store.
+    let rows = local_store_rows(&store)?;
+    let tone_a = rows
+        .iter()
+        .map(|(_, r)| r)
+        .find(|r| {
+            r.attribute("gen_ai.evaluation.name") == Some("tone")
+                && r.attribute("trace2eval.eval.item_id") == Some("a")
+        })
+        .ok_or("no score span for (a, tone)")?;
+    assert_eq!(
+        tone_a.attribute("gen_ai.evaluation.score.label"),
+        Some("polite")
+    );
+    assert_eq!(
+        tone_a.attribute("gen_ai.evaluation.explanation"),
+        Some("courteous")
+    );
+    let value = |attrs: &[(String, Option<String>)], key: &str| -> Option<f64> {
+        attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_deref()?.parse().ok())
+    };
+    assert_eq!(
+        value(&tone_a.attributes, "gen_ai.evaluation.score.value"),
+        Some(1.0)
+    );
+    let event = tone_a
+        .events
+        .iter()
+        .find(|e| e.name == "gen_ai.evaluation.result")
+        .ok_or("no gen_ai.evaluation.result event")?;
+    let event_attr = |key: &str| {
+        event
+            .attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        event_attr("gen_ai.evaluation.name").as_deref(),
+        Some("tone")
+    );
+    assert_eq!(
+        event_attr("gen_ai.evaluation.score.label").as_deref(),
+        Some("polite")
+    );
+    assert_eq!(
+        event_attr("gen_ai.evaluation.explanation").as_deref(),
+        Some("courteous")
+    );
+    assert_eq!(
+        value(&event.attributes, "gen_ai.evaluation.score.value"),
+        Some(1.0)
+    );
+    assert_eq!(
+        tone_a.links.first().map(|l| l.span_id.as_str()),
+        Some(format!("{:016x}", 0xA1).as_str())
+    );
+
+    // Unchanged dataset, new results file: every verdict is reused, none asked again.
+    let again = args("again.jsonl");
+    let (code, stdout, stderr) =
+        eval_runner(&again.iter().map(String::as_str).collect::<Vec<_>>(), &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(judge.request_count(), 10);
+    let summary: Value = serde_json::from_str(stdout.trim())?;
+    for (metric, reused) in [
+        ("grounded", 2),
+        ("tone", 2),
+        ("clarity", 3),
+        ("correctness", 1),
+        ("helpfulness", 2),
+    ] {
+        assert_eq!(summary["metrics"][metric]["reused"], reused, "{summary}");
+    }
+    Ok(())
+}
+
+/// Score spans that cannot be delivered (nothing listens on the --emit port) stop the run with
+/// exit 3 and no result line for them; a rerun with a working destination delivers the same
+/// verdicts without asking the judge again.
+#[test]
+fn undeliverable_score_spans_exit_3_and_a_rerun_delivers_them() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let judge = JudgeServer::start(JudgeConfig::default())?;
+    let dataset = dir.path().join("d.jsonl");
+    write_lines(&dataset, &[item(1, "q1", "a1"), item(2, "q2", "a2")])?;
+    let out = dir.path().join("r.jsonl");
+    let dead = trace2eval_tests::harness::free_addr()?;
+    let base = [
+        "--dataset",
+        &dataset.display().to_string(),
+        "--metrics",
+        "helpfulness",
+        "--judge-url",
+        &judge.openai_base_url(),
+        "--judge-model",
+        "m",
+        "--out",
+        &out.display().to_string(),
+        "--no-cache",
+    ];
+    let (code, stdout, stderr) = eval_runner(
+        &[&base[..], &["--emit", &format!("otlp-grpc://{dead}")]].concat(),
+        &[],
+    )?;
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stderr.contains("score spans not delivered"), "{stderr}");
+    assert_eq!(jsonl(&out).map_or(0, |l| l.len()), 0);
+    assert_eq!(judge.request_count(), 2);
+
+    let store = dir.path().join("store");
+    let (code, stdout, stderr) = eval_runner(
+        &[&base[..], &["--emit-store", &store.display().to_string()]].concat(),
+        &[],
+    )?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(judge.request_count(), 2, "the verdicts were kept");
+    assert_eq!(jsonl(&out)?.len(), 2);
+    let per_pair = score_rows_per_pair(&store)?;
+    assert_eq!(per_pair.len(), 2);
+    assert!(per_pair.values().all(|&n| n == 1));
     Ok(())
 }
