@@ -196,13 +196,16 @@ impl Metric {
             .map(|(i, c)| format!("[{}] {c}", i + 1))
             .collect::<Vec<_>>()
             .join("\n");
-        let body = self
-            .prompt
-            .replace("{{input}}", &render_input(&item.input))
-            .replace("{{output}}", item.output.as_deref().unwrap_or(""))
-            .replace("{{context}}", &context)
-            .replace("{{expected}}", item.expected.as_deref().unwrap_or(""))
-            .replace("{{metadata}}", &item.metadata.to_string());
+        let body = fill(
+            &self.prompt,
+            &[
+                ("input", &render_input(&item.input)),
+                ("output", item.output.as_deref().unwrap_or("")),
+                ("context", &context),
+                ("expected", item.expected.as_deref().unwrap_or("")),
+                ("metadata", &item.metadata.to_string()),
+            ],
+        );
         let answer = match &self.scale {
             Scale::Range { min, max } => format!(
                 "Answer with a JSON object {{\"score\": <number from {min} to {max}, higher is \
@@ -301,6 +304,34 @@ pub struct Verdict {
     pub explanation: String,
 }
 
+/// `template` with each `{{name}}` of `vars` replaced, in one pass: a value that itself
+/// contains `{{...}}` (a user asking about templates) is inserted as it is, not filled again.
+fn fill(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let var = vars.iter().find(|(name, _)| {
+            after
+                .strip_prefix(name)
+                .is_some_and(|tail| tail.starts_with("}}"))
+        });
+        match var {
+            Some((name, value)) => {
+                out.push_str(value);
+                rest = &after[name.len() + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn render_input(input: &Value) -> String {
     match input {
         Value::String(s) => s.clone(),
@@ -378,6 +409,31 @@ mod tests {
         assert!(ok(json!({"score": 42})).is_err_and(|e| e.contains("outside")));
         assert!(ok(json!("I think it is good.")).is_err_and(|e| e.contains("no JSON")));
         assert!(ok(json!({"score": "high"})).is_err());
+    }
+
+    /// Variables are filled once: an answer that contains `{{context}}` reaches the judge as
+    /// written, and the context is not pasted into it.
+    #[test]
+    fn values_that_look_like_variables_are_not_filled_again()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let line = r#"{"id":"x","trace_id":"0af7651916cd43dd8448eb211c80319c","span_id":"b7ad6b7169203331","input":[{"role":"user","content":"what does {{expected}} do?"}],"output":"It is replaced by {{context}}.","context":["SECRET DOC"],"expected_output":"gold","metadata":{}}"#;
+        let item = crate::dataset::parse_line(line)?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("m.toml");
+        std::fs::write(
+            &path,
+            "[metrics.m]\nprompt = \"Q {{input}} A {{output}} C {{context}} E {{expected}} {{other}}\"\nscale = [1, 5]\n",
+        )?;
+        let m = Metric::resolve(&["m".into()], Some(&path))?.remove(0);
+        let (_, user) = m.render(&item);
+        assert!(
+            user.starts_with(
+                "Q user: what does {{expected}} do? A It is replaced by {{context}}. \
+                 C [1] SECRET DOC E gold {{other}}"
+            ),
+            "{user}"
+        );
+        Ok(())
     }
 
     /// A line as `curate --format langfuse` writes it carries no answer: metrics that judge one
