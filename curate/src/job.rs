@@ -247,15 +247,20 @@ impl StateStore {
         Ok(())
     }
 
-    /// The trace ids taken by the windows before `window`. 33 bytes per judged trace, read
-    /// once per run.
-    async fn taken_before(&self, window: &RunWindow) -> Result<HashSet<String>, CurateError> {
+    /// The trace ids taken by the windows other than `window` (all before it). 33 bytes per
+    /// taken trace.
+    async fn taken_before(
+        &self,
+        window: Option<&RunWindow>,
+    ) -> Result<HashSet<String>, CurateError> {
         let os = self.store.object_store();
-        let own = self.taken_path(window);
+        let own = window.map(|w| self.taken_path(w));
         let lists: Vec<ObjectPath> = os
             .list(Some(&ObjectPath::from(format!("{}/taken", self.dir))))
             .map_ok(|m| m.location)
-            .try_filter(|p| futures::future::ready(p.as_ref().ends_with(".txt") && *p != own))
+            .try_filter(|p| {
+                futures::future::ready(p.as_ref().ends_with(".txt") && Some(p) != own.as_ref())
+            })
             .try_collect()
             .await?;
         let mut texts = futures::stream::iter(lists.into_iter().map(|p| {
@@ -523,7 +528,7 @@ pub async fn run(
     if dry_run {
         let window = match &latest.pending {
             Some(p) => p.clone(),
-            None => new_window(&job, watermark, cutoff, lookback).await?,
+            None => new_window(&job, &states, watermark, cutoff, lookback).await?,
         };
         return plan(&job, &states, &window, now, lookback, json).await;
     }
@@ -574,7 +579,7 @@ impl Run<'_> {
                 Some(w) => w,
                 None => {
                     let since = state.watermark.unwrap_or(self.cutoff);
-                    let w = new_window(job, since, self.cutoff, self.lookback).await?;
+                    let w = new_window(job, states, since, self.cutoff, self.lookback).await?;
                     if w.until <= w.since {
                         break;
                     }
@@ -709,9 +714,11 @@ fn render(reports: &[WindowReport], json: bool) -> String {
 }
 
 /// The next window from `since`: up to the settle cutoff, or to the start of the earliest
-/// trace still receiving spans if that is earlier.
+/// trace still receiving spans if that is earlier (a trace taken already does not count: it
+/// will not be taken again, so waiting for it would only hold back the others).
 async fn new_window(
     job: &JobFile,
+    states: &StateStore,
     since: DateTime<Utc>,
     cutoff: DateTime<Utc>,
     lookback: chrono::Duration,
@@ -730,17 +737,32 @@ async fn new_window(
     )
     .await?;
     let sql = format!(
-        "SELECT arrow_cast(min(start_time), 'Int64') AS open_from FROM traces \
-         WHERE start_time >= {} AND end_time > {}",
+        "SELECT arrow_cast(trace_id, 'Utf8') AS id, arrow_cast(start_time, 'Int64') AS start \
+         FROM traces WHERE start_time >= {} AND end_time > {}",
         sql_time(since),
         sql_time(cutoff)
     );
     let batches = catalog.ctx.sql(&sql).await?.collect().await?;
-    let open_from = batches.first().and_then(|b| {
-        use datafusion::arrow::array::{Array, Int64Array};
-        let a = b.column(0).as_any().downcast_ref::<Int64Array>()?;
-        (!a.is_null(0)).then(|| DateTime::<Utc>::from_timestamp_nanos(a.value(0)))
-    });
+    let taken = states.taken_before(None).await?;
+    let mut open_from: Option<DateTime<Utc>> = None;
+    for b in &batches {
+        use datafusion::arrow::array::{Array, Int64Array, StringArray};
+        let (Some(ids), Some(starts)) = (
+            b.column(0).as_any().downcast_ref::<StringArray>(),
+            b.column(1).as_any().downcast_ref::<Int64Array>(),
+        ) else {
+            return Err(CurateError::JobFailed(format!(
+                "open traces: unexpected columns {:?}",
+                b.schema()
+            )));
+        };
+        for i in 0..b.num_rows() {
+            if !starts.is_null(i) && !taken.contains(ids.value(i)) {
+                let start = DateTime::<Utc>::from_timestamp_nanos(starts.value(i));
+                open_from = Some(open_from.map_or(start, |o| o.min(start)));
+            }
+        }
+    }
     let until = open_from.map_or(cutoff, |o| o.min(cutoff)).max(since);
     Ok(RunWindow {
         run_id: format!("{}-{}", job.name, stamp(until)),
@@ -769,7 +791,7 @@ async fn export_window(
         Some(TraceStarts {
             since: window.since,
             until: window.until,
-            taken: states.taken_before(window).await?,
+            taken: states.taken_before(Some(window)).await?,
         }),
     )
     .await

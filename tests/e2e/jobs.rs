@@ -333,7 +333,7 @@ async fn job_runs_select_and_judge_every_trace_exactly_once() -> TestResult {
 
 /// A trace taken by one run gets an LLM call starting 40 minutes after it began, more than the
 /// job's `lookback` (10m): the next run no longer sees the trace's first spans, and must still
-/// not take the trace as new.
+/// not take the trace as new, nor wait for it to settle.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_call_beyond_the_lookback_does_not_select_its_trace_again() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -356,10 +356,15 @@ async fn a_late_call_beyond_the_lookback_does_not_select_its_trace_again() -> Te
     let (code, stdout, stderr) = run_job(&job, t1, &judge, &[])?;
     assert_eq!(code, 0, "{stdout}{stderr}");
 
+    // Before run 2: that call, another span of trace 1 still running, and trace 2, which
+    // starts after the running span (trace 1 is taken: its running span does not hold back
+    // the window).
     let t2 = t1 + 3600 * SEC;
     let mut late = trace(1, t1 + 600 * SEC).remove(1);
     late.span_id = [1u32.to_be_bytes(), [0, 0, 0, 9]].concat();
-    let mut spans = vec![late];
+    let mut running = late_span(1, t1);
+    (running.start_time_unix_nano, running.end_time_unix_nano) = (t2 - 2400 * SEC, t2);
+    let mut spans = vec![late, running];
     spans.extend(trace(2, t2 - 1800 * SEC));
     ingest_spans(dir.path(), &opts, spans).await?;
     let (code, stdout, stderr) = run_job(&job, t2, &judge, &[])?;
