@@ -968,6 +968,72 @@ fn walk_parquet(dir: &Path) -> usize {
         .sum()
 }
 
+/// The same on the S3 test server, where the record is created with `If-None-Match`.
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_compactions_on_s3_write_each_span_once() -> TestResult {
+    let s3 = S3Server::start()?;
+    let dir = tempfile::tempdir()?;
+    let prefix = format!("overlap/{}", rand::random::<u32>());
+    let store = format!("s3://{}/{prefix}", s3.bucket);
+    let mut opts = IngestOpts::local(dir.path());
+    opts.store = store.clone();
+    opts.env = s3.env.clone();
+    let spans = small_files_store(dir.path(), &opts, 3).await?;
+    let want = format!(r#"{{"n":{spans},"d":{spans}}}"#);
+    let go = dir.path().join("go");
+    let paused = compact_cmd(&store, &[], &s3.env)?
+        .env(
+            "CURATE_TEST_HOOK",
+            format!("pause-at=listed,until={}", go.display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.path().join("go.paused").exists() {
+        assert!(Instant::now() < deadline, "no pause in 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, stdout, stderr) = compact(&store, &[], &s3.env)?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    std::fs::write(&go, "")?;
+    let first = paused.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let first: Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(
+        (first["files_after"].as_u64(), first["busy"].as_u64()),
+        (Some(0), Some(2)),
+        "{first}"
+    );
+    let (code, stdout, stderr) = curate_count(&store, &s3.env)?;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), want);
+    let (code, stdout, stderr) = compact(&store, &["--grace", "0s"], &s3.env)?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let keys: Vec<String> = s3
+        .client()?
+        .list(Some(&object_store::path::Path::from(prefix.as_str())))
+        .map_ok(|o| o.location.to_string())
+        .try_collect()
+        .await?;
+    assert_eq!(
+        keys.iter().filter(|k| k.ends_with(".parquet")).count(),
+        2,
+        "one merged file per partition: {keys:?}"
+    );
+    let (_, stdout, _) = curate_count(&store, &s3.env)?;
+    assert_eq!(stdout.trim(), want);
+    Ok(())
+}
+
 /// A compaction stopped at each of its steps, then killed at random points, then run to the
 /// end: no duplicates, no loss, and readers count every span once in between.
 #[tokio::test(flavor = "multi_thread")]
