@@ -7,6 +7,7 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use schemas::convert::validate_span;
+use schemas::wire::scan_request;
 
 use crate::error::IngestError;
 
@@ -33,18 +34,44 @@ pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
     Ok(out)
 }
 
-/// Decodes an ExportTraceServiceRequest.
+fn not_protobuf(e: impl std::fmt::Display) -> IngestError {
+    IngestError::Decode(format!(
+        "body is not a valid OTLP protobuf ExportTraceServiceRequest: {e}"
+    ))
+}
+
+/// Decodes an ExportTraceServiceRequest into prost structs.
 pub fn decode(body: &[u8], encoding: Encoding) -> Result<ExportTraceServiceRequest, IngestError> {
     match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|e| {
-            IngestError::Decode(format!("body is not a valid OTLP protobuf ExportTraceServiceRequest: {e}"))
-        }),
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(not_protobuf),
         Encoding::Json => serde_json::from_slice(body).map_err(|e| {
             IngestError::Decode(format!(
                 "body is not valid OTLP/JSON (ids must be hex, enums integers, keys lowerCamelCase): {e}"
             ))
         }),
     }
+}
+
+/// Validates a request body and returns what goes to the WAL. A protobuf body is checked in
+/// place (`schemas::wire`) and, when every span is accepted, written as it came; only a
+/// request with refused spans is decoded into structs to drop them.
+pub fn validate(body: Bytes, encoding: Encoding) -> Result<Accepted, IngestError> {
+    if encoding == Encoding::Protobuf {
+        let scan = scan_request(&body).map_err(not_protobuf)?;
+        if scan.rejected == 0 {
+            return Ok(Accepted {
+                payload: if scan.accepted == 0 {
+                    Bytes::new()
+                } else {
+                    body
+                },
+                accepted: scan.accepted,
+                rejected: 0,
+                message: String::new(),
+            });
+        }
+    }
+    Ok(accept(decode(&body, encoding)?))
 }
 
 /// What a request leaves after validation.
@@ -62,9 +89,8 @@ pub struct Accepted {
 const MAX_REASONS: usize = 5;
 
 /// Validates every span, drops the refused ones (and scopes/resources left empty), and returns
-/// the protobuf payload for the WAL. `raw` is the protobuf body the request was decoded from,
-/// reused as the payload when nothing was refused.
-pub fn accept(mut req: ExportTraceServiceRequest, raw: Option<Bytes>) -> Accepted {
+/// the protobuf payload for the WAL.
+pub fn accept(mut req: ExportTraceServiceRequest) -> Accepted {
     let mut accepted = 0u64;
     let mut rejected = 0u64;
     let mut reasons: Vec<String> = Vec::new();
@@ -94,10 +120,6 @@ pub fn accept(mut req: ExportTraceServiceRequest, raw: Option<Bytes>) -> Accepte
     }
     let payload = if accepted == 0 {
         Bytes::new()
-    } else if rejected == 0
-        && let Some(raw) = raw
-    {
-        raw
     } else {
         req.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
         Bytes::from(req.encode_to_vec())
@@ -152,7 +174,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let a = accept(req, None);
+        let a = accept(req);
         assert_eq!((a.accepted, a.rejected), (1, 2));
         assert!(a.message.contains("trace_id is all zeros"), "{}", a.message);
         assert!(

@@ -12,8 +12,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 use schemas::convert::PartitionedBatches;
 use schemas::layout::{Partition, ulid};
 use schemas::parquet_file::SpanFileWriter;
@@ -77,8 +75,8 @@ pub fn convert_segment(segment: &Segment, writer_id: u128) -> Result<Vec<SpanFil
         // Records were validated before they were acknowledged; one that no longer decodes
         // means the disk corrupted it under a matching crc, which is not worth losing the
         // whole segment over.
-        match ExportTraceServiceRequest::decode(payload.as_slice()) {
-            Ok(req) => batches.append(&tenant, &req.resource_spans),
+        match batches.append_encoded(&tenant, &payload) {
+            Ok(_) => {}
             Err(e) => {
                 tracing::error!(segment = %segment.path.display(), error = %e, "skipping undecodable wal record")
             }

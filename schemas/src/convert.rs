@@ -1,11 +1,14 @@
-//! OTLP -> Arrow: span validation, attribute rendering, and the builder that turns
-//! `ResourceSpans` into span table v1 record batches, one per Hive partition.
+//! OTLP -> Arrow: span validation, attribute rendering, and the builder that turns OTLP
+//! requests into span table v1 record batches, one per Hive partition. The builder reads the
+//! protobuf bytes in place through `wire` (no struct or `String` per attribute); prost structs
+//! are encoded first and take the same path.
 //!
 //! Attribute values become text: strings as they are, integers in decimal, doubles in their
 //! shortest round-trip form (`1.0`, `2.5e-7`; non-finite as `NaN`, `Infinity`, `-Infinity`),
 //! booleans `true`/`false`, bytes in standard base64, arrays and kvlists as JSON (kvlists as
 //! objects in their original key order), and an empty `AnyValue` as a null map value.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -16,15 +19,18 @@ use arrow::array::{
 };
 use arrow::buffer::OffsetBuffer;
 use base64::Engine as _;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, span, status};
+use prost::Message as _;
 
 use crate::columns::{self as c, promoted};
 use crate::error::SchemaError;
 use crate::layout::Partition;
 use crate::span_table::{
     event_fields, link_fields, list_item_field, map_key_field, map_value_field, span_schema,
+};
+use crate::wire::{
+    AnyValueRef, EventRef, KeyValueRef, LinkRef, Request, ScopeRef, SpanRef, WireError,
 };
 
 /// Why a span is refused at ingest. The rest of its request is kept.
@@ -57,19 +63,34 @@ impl std::fmt::Display for SpanRejection {
 /// span id, an absent or 8-byte parent id, and times that fit a signed nanosecond timestamp.
 /// An end time before the start time is accepted (`duration_ns` is clamped to 0).
 pub fn validate_span(span: &Span) -> Result<(), SpanRejection> {
+    validate_ids(
+        &span.trace_id,
+        &span.span_id,
+        &span.parent_span_id,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+    )
+}
+
+/// [`validate_span`] on a span's parts, for structs and wire views alike.
+pub(crate) fn validate_ids(
+    trace_id: &[u8],
+    span_id: &[u8],
+    parent_span_id: &[u8],
+    start_time_unix_nano: u64,
+    end_time_unix_nano: u64,
+) -> Result<(), SpanRejection> {
     let all_zero = |b: &[u8]| b.iter().all(|&x| x == 0);
-    if span.trace_id.len() != 16 || all_zero(&span.trace_id) {
-        return Err(SpanRejection::TraceId(span.trace_id.len()));
+    if trace_id.len() != 16 || all_zero(trace_id) {
+        return Err(SpanRejection::TraceId(trace_id.len()));
     }
-    if span.span_id.len() != 8 || all_zero(&span.span_id) {
-        return Err(SpanRejection::SpanId(span.span_id.len()));
+    if span_id.len() != 8 || all_zero(span_id) {
+        return Err(SpanRejection::SpanId(span_id.len()));
     }
-    if !span.parent_span_id.is_empty() && span.parent_span_id.len() != 8 {
-        return Err(SpanRejection::ParentSpanId(span.parent_span_id.len()));
+    if !parent_span_id.is_empty() && parent_span_id.len() != 8 {
+        return Err(SpanRejection::ParentSpanId(parent_span_id.len()));
     }
-    if i64::try_from(span.start_time_unix_nano).is_err()
-        || i64::try_from(span.end_time_unix_nano).is_err()
-    {
+    if i64::try_from(start_time_unix_nano).is_err() || i64::try_from(end_time_unix_nano).is_err() {
         return Err(SpanRejection::TimeOutOfRange);
     }
     Ok(())
@@ -185,12 +206,21 @@ fn push_json(out: &mut String, value: &AnyValue) {
     }
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}
-
 fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
+}
+
+/// Appends `bytes` as lowercase hex without allocating for ids of up to 32 bytes.
+fn append_hex(builder: &mut StringBuilder, bytes: &[u8]) {
+    let mut buf = [0u8; 64];
+    if let Some(out) = buf.get_mut(..bytes.len() * 2)
+        && hex::encode_to_slice(bytes, out).is_ok()
+        && let Ok(text) = std::str::from_utf8(out)
+    {
+        builder.append_value(text);
+    } else {
+        builder.append_value(hex::encode(bytes));
+    }
 }
 
 type AttrMapBuilder = MapBuilder<StringBuilder, StringBuilder>;
@@ -206,21 +236,58 @@ fn attr_map_builder() -> AttrMapBuilder {
         .with_values_field(Arc::new(map_value_field()))
 }
 
-fn append_attrs(builder: &mut AttrMapBuilder, attrs: &[KeyValue]) {
-    for kv in attrs {
-        builder.keys().append_value(&kv.key);
-        builder
-            .values()
-            .append_option(kv.value.as_ref().and_then(render_value));
+/// A prost `AnyValue` for the rare values rendered through structs: arrays, kvlists, bytes,
+/// string-table indexes and merged duplicates (`bytes` is the whole `KeyValue`).
+fn other_value(bytes: &[u8]) -> Option<AnyValue> {
+    KeyValue::decode(bytes).ok().and_then(|kv| kv.value)
+}
+
+/// An attribute value as stored: borrowed from the request when it is a string.
+fn value_text<'a>(value: AnyValueRef<'a>) -> Option<Cow<'a, str>> {
+    match value {
+        AnyValueRef::Empty => None,
+        AnyValueRef::Str(s) => Some(Cow::Borrowed(s)),
+        AnyValueRef::Bool(b) => Some(Cow::Borrowed(if b { "true" } else { "false" })),
+        AnyValueRef::Int(i) => Some(Cow::Owned(i.to_string())),
+        AnyValueRef::Double(d) => {
+            let mut out = String::new();
+            push_double(&mut out, d);
+            Some(Cow::Owned(out))
+        }
+        AnyValueRef::Other(kv) => other_value(kv)
+            .as_ref()
+            .and_then(render_value)
+            .map(Cow::Owned),
     }
-    // Only fails when keys and values differ in length, which the loop above prevents.
+}
+
+/// Appends one attribute map entry; ints are formatted in `scratch`, not a new `String`.
+fn append_entry(builder: &mut AttrMapBuilder, kv: &KeyValueRef<'_>, scratch: &mut String) {
+    builder.keys().append_value(kv.key);
+    let values = builder.values();
+    match kv.value {
+        AnyValueRef::Str(s) => values.append_value(s),
+        AnyValueRef::Int(i) => {
+            scratch.clear();
+            let _ = write!(scratch, "{i}");
+            values.append_value(&*scratch);
+        }
+        other => values.append_option(value_text(other)),
+    }
+}
+
+fn append_attrs(builder: &mut AttrMapBuilder, attrs: &[KeyValueRef<'_>], scratch: &mut String) {
+    for kv in attrs {
+        append_entry(builder, kv, scratch);
+    }
+    // Only fails when keys and values differ in length, which append_entry prevents.
     let _ = builder.append(true);
 }
 
 /// Promoted column values of one span, found by the priority lists in [`promoted`].
 #[derive(Default)]
-struct Promoted {
-    text: [Option<(usize, String)>; 6],
+struct Promoted<'a> {
+    text: [Option<(usize, Cow<'a, str>)>; 6],
     tokens: [Option<(usize, i64)>; 2],
 }
 
@@ -234,9 +301,10 @@ const TEXT_LISTS: [&[&str]; 6] = [
 ];
 const TOKEN_LISTS: [&[&str]; 2] = [promoted::INPUT_TOKENS, promoted::OUTPUT_TOKENS];
 
+const MAX_EXACT_DOUBLE: f64 = 9_007_199_254_740_992.0; // 2^53
+
 /// A token count: a non-negative whole number, given as int, double or numeric string.
 fn token_count(value: &AnyValue) -> Option<i64> {
-    const MAX_EXACT_DOUBLE: f64 = 9_007_199_254_740_992.0; // 2^53
     let n = match value.value.as_ref()? {
         any_value::Value::IntValue(i) => *i,
         // Some SDKs record counts as doubles or strings; only whole numbers are counts.
@@ -249,31 +317,39 @@ fn token_count(value: &AnyValue) -> Option<i64> {
     (n >= 0).then_some(n)
 }
 
-impl Promoted {
-    fn from_attributes(attrs: &[KeyValue]) -> Self {
-        let mut p = Promoted::default();
-        for kv in attrs {
-            let Some(value) = kv.value.as_ref() else {
-                continue;
-            };
-            for (slot, keys) in p.text.iter_mut().zip(TEXT_LISTS) {
-                if let Some(rank) = keys.iter().position(|k| *k == kv.key)
-                    && slot.as_ref().is_none_or(|(r, _)| rank < *r)
-                    && let Some(text) = render_value(value).filter(|t| !t.is_empty())
-                {
-                    *slot = Some((rank, text));
-                }
-            }
-            for (slot, keys) in p.tokens.iter_mut().zip(TOKEN_LISTS) {
-                if let Some(rank) = keys.iter().position(|k| *k == kv.key)
-                    && slot.as_ref().is_none_or(|(r, _)| rank < *r)
-                    && let Some(n) = token_count(value)
-                {
-                    *slot = Some((rank, n));
-                }
+/// [`token_count`] of a wire value.
+fn token_count_ref(value: AnyValueRef<'_>) -> Option<i64> {
+    let n = match value {
+        AnyValueRef::Int(i) => i,
+        AnyValueRef::Double(d) if d.fract() == 0.0 && d.abs() <= MAX_EXACT_DOUBLE => d as i64,
+        AnyValueRef::Str(s) => s.trim().parse().ok()?,
+        AnyValueRef::Other(kv) => return other_value(kv).as_ref().and_then(token_count),
+        _ => return None,
+    };
+    (n >= 0).then_some(n)
+}
+
+impl<'a> Promoted<'a> {
+    fn see(&mut self, kv: &KeyValueRef<'a>) {
+        if matches!(kv.value, AnyValueRef::Empty) {
+            return;
+        }
+        for (slot, keys) in self.text.iter_mut().zip(TEXT_LISTS) {
+            if let Some(rank) = keys.iter().position(|k| *k == kv.key)
+                && slot.as_ref().is_none_or(|(r, _)| rank < *r)
+                && let Some(text) = value_text(kv.value).filter(|t| !t.is_empty())
+            {
+                *slot = Some((rank, text));
             }
         }
-        p
+        for (slot, keys) in self.tokens.iter_mut().zip(TOKEN_LISTS) {
+            if let Some(rank) = keys.iter().position(|k| *k == kv.key)
+                && slot.as_ref().is_none_or(|(r, _)| rank < *r)
+                && let Some(n) = token_count_ref(kv.value)
+            {
+                *slot = Some((rank, n));
+            }
+        }
     }
 }
 
@@ -364,11 +440,11 @@ impl EventColumns {
         }
     }
 
-    fn append(&mut self, events: &[span::Event]) {
+    fn append(&mut self, req: &Request<'_>, events: &[EventRef<'_>], scratch: &mut String) {
         for e in events {
             self.time.append_value(nanos(e.time_unix_nano));
-            self.name.append_value(&e.name);
-            append_attrs(&mut self.attributes, &e.attributes);
+            self.name.append_value(e.name);
+            append_attrs(&mut self.attributes, req.event_attributes(e), scratch);
             self.dropped.append_value(e.dropped_attributes_count);
         }
         let last = self.offsets.last().copied().unwrap_or(0);
@@ -399,12 +475,12 @@ impl LinkColumns {
         }
     }
 
-    fn append(&mut self, links: &[span::Link]) {
+    fn append(&mut self, req: &Request<'_>, links: &[LinkRef<'_>], scratch: &mut String) {
         for l in links {
-            self.trace_id.append_value(hex_lower(&l.trace_id));
-            self.span_id.append_value(hex_lower(&l.span_id));
-            self.trace_state.append_option(non_empty(&l.trace_state));
-            append_attrs(&mut self.attributes, &l.attributes);
+            append_hex(&mut self.trace_id, l.trace_id);
+            append_hex(&mut self.span_id, l.span_id);
+            self.trace_state.append_option(non_empty(l.trace_state));
+            append_attrs(&mut self.attributes, req.link_attributes(l), scratch);
             self.dropped.append_value(l.dropped_attributes_count);
             self.flags.append_option((l.flags != 0).then_some(l.flags));
         }
@@ -425,12 +501,14 @@ impl LinkColumns {
     }
 }
 
-/// What a span inherits from its `ResourceSpans` and `ScopeSpans`.
-struct SpanContext<'a> {
-    resource: Option<&'a Resource>,
+/// What a span inherits from its `ResourceSpans` and `ScopeSpans`, read once per request.
+struct SpanContext<'a, 'b> {
+    request: &'b Request<'a>,
+    resource_attributes: &'b [KeyValueRef<'a>],
+    resource_dropped: u32,
     resource_schema_url: &'a str,
-    service_name: Option<String>,
-    scope: Option<&'a InstrumentationScope>,
+    service_name: Option<Cow<'a, str>>,
+    scope: &'b ScopeRef<'a>,
     scope_schema_url: &'a str,
 }
 
@@ -470,60 +548,61 @@ impl SpanColumns {
         }
     }
 
-    fn append(&mut self, ctx: &SpanContext<'_>, s: &Span) {
+    fn append<'a>(&mut self, ctx: &SpanContext<'a, '_>, s: &SpanRef<'a>, scratch: &mut String) {
         self.rows += 1;
-        self.trace_id.append_value(hex_lower(&s.trace_id));
-        self.span_id.append_value(hex_lower(&s.span_id));
-        let parent = (!s.parent_span_id.is_empty() && s.parent_span_id.iter().any(|&b| b != 0))
-            .then(|| hex_lower(&s.parent_span_id));
-        self.parent_span_id.append_option(parent);
-        self.trace_state.append_option(non_empty(&s.trace_state));
+        append_hex(&mut self.trace_id, s.trace_id);
+        append_hex(&mut self.span_id, s.span_id);
+        if s.parent_span_id.iter().any(|&b| b != 0) {
+            append_hex(&mut self.parent_span_id, s.parent_span_id);
+        } else {
+            self.parent_span_id.append_null();
+        }
+        self.trace_state.append_option(non_empty(s.trace_state));
         self.flags.append_option((s.flags != 0).then_some(s.flags));
-        self.name.append_value(&s.name);
+        self.name.append_value(s.name);
         self.kind.append_value(kind_name(s.kind));
         let (start, end) = (nanos(s.start_time_unix_nano), nanos(s.end_time_unix_nano));
         self.start_time.append_value(start);
         self.end_time.append_value(end);
         self.duration_ns
             .append_value(end.saturating_sub(start).max(0));
-        let (code, message) = s
-            .status
-            .as_ref()
-            .map_or((0, ""), |st| (st.code, st.message.as_str()));
-        self.status_code.append_value(status_name(code));
-        self.status_message.append_option(non_empty(message));
+        self.status_code.append_value(status_name(s.status_code));
+        self.status_message
+            .append_option(non_empty(s.status_message));
 
         self.service_name.append_option(ctx.service_name.as_deref());
-        let (res_attrs, res_dropped) = ctx.resource.map_or((&[][..], 0), |r| {
-            (&r.attributes[..], r.dropped_attributes_count)
-        });
-        append_attrs(&mut self.resource_attributes, res_attrs);
-        self.resource_dropped.append_value(res_dropped);
+        append_attrs(
+            &mut self.resource_attributes,
+            ctx.resource_attributes,
+            scratch,
+        );
+        self.resource_dropped.append_value(ctx.resource_dropped);
         self.resource_schema_url
             .append_option(non_empty(ctx.resource_schema_url));
-        let scope = ctx.scope;
-        self.scope_name
-            .append_option(scope.and_then(|sc| non_empty(&sc.name)));
+        self.scope_name.append_option(non_empty(ctx.scope.name));
         self.scope_version
-            .append_option(scope.and_then(|sc| non_empty(&sc.version)));
-        append_attrs(
-            &mut self.scope_attributes,
-            scope.map_or(&[][..], |sc| &sc.attributes[..]),
-        );
+            .append_option(non_empty(ctx.scope.version));
+        append_attrs(&mut self.scope_attributes, &ctx.scope.attributes, scratch);
         self.scope_dropped
-            .append_value(scope.map_or(0, |sc| sc.dropped_attributes_count));
+            .append_value(ctx.scope.dropped_attributes_count);
         self.scope_schema_url
             .append_option(non_empty(ctx.scope_schema_url));
 
-        append_attrs(&mut self.attributes, &s.attributes);
+        let mut promoted = Promoted::default();
+        for kv in ctx.request.attributes(s) {
+            promoted.see(kv);
+            append_entry(&mut self.attributes, kv, scratch);
+        }
+        let _ = self.attributes.append(true);
         self.dropped_attributes
             .append_value(s.dropped_attributes_count);
-        self.events.append(&s.events);
+        self.events
+            .append(ctx.request, ctx.request.events(s), scratch);
         self.dropped_events.append_value(s.dropped_events_count);
-        self.links.append(&s.links);
+        self.links
+            .append(ctx.request, ctx.request.links(s), scratch);
         self.dropped_links.append_value(s.dropped_links_count);
 
-        let promoted = Promoted::from_attributes(&s.attributes);
         for (b, v) in self.promoted_text.iter_mut().zip(promoted.text) {
             b.append_option(v.map(|(_, t)| t));
         }
@@ -581,6 +660,8 @@ impl SpanColumns {
 /// date and hour of its start time). Spans are expected to have passed [`validate_span`].
 pub struct PartitionedBatches {
     partitions: HashMap<Partition, SpanColumns>,
+    /// Formatting buffer for numbers, reused across attributes.
+    scratch: String,
 }
 
 impl Default for PartitionedBatches {
@@ -593,38 +674,54 @@ impl PartitionedBatches {
     pub fn new() -> Self {
         Self {
             partitions: HashMap::new(),
+            scratch: String::new(),
         }
     }
 
     /// Appends every span of `resource_spans` under `tenant`.
     pub fn append(&mut self, tenant: &str, resource_spans: &[ResourceSpans]) {
+        let mut buf = Vec::new();
         for rs in resource_spans {
-            let resource = rs.resource.as_ref();
-            let service_name = resource.and_then(|r| {
-                r.attributes
-                    .iter()
-                    .find(|kv| kv.key == c::SERVICE_NAME_ATTRIBUTE)
-                    .and_then(|kv| kv.value.as_ref())
-                    .and_then(render_value)
-                    .filter(|name| !name.is_empty())
-            });
+            prost::encoding::message::encode(1, rs, &mut buf);
+        }
+        // Bytes prost has just encoded are a valid request.
+        let _ = self.append_encoded(tenant, &buf);
+    }
+
+    /// Appends every span of the protobuf `ExportTraceServiceRequest` in `request` under
+    /// `tenant`, reading it in place. Nothing is appended when it is not a valid request.
+    /// Returns the number of spans appended.
+    pub fn append_encoded(&mut self, tenant: &str, request: &[u8]) -> Result<usize, WireError> {
+        let request = Request::parse(request)?;
+        let mut spans = 0;
+        for rs in &request.resource_spans {
+            let resource_attributes = &rs.resource.attributes;
+            let service_name = resource_attributes
+                .iter()
+                .find(|kv| kv.key == c::SERVICE_NAME_ATTRIBUTE)
+                .and_then(|kv| value_text(kv.value))
+                .filter(|name| !name.is_empty());
             for ss in &rs.scope_spans {
                 let ctx = SpanContext {
-                    resource,
-                    resource_schema_url: &rs.schema_url,
+                    request: &request,
+                    resource_attributes,
+                    resource_dropped: rs.resource.dropped_attributes_count,
+                    resource_schema_url: rs.schema_url,
                     service_name: service_name.clone(),
-                    scope: ss.scope.as_ref(),
-                    scope_schema_url: &ss.schema_url,
+                    scope: &ss.scope,
+                    scope_schema_url: ss.schema_url,
                 };
                 for s in &ss.spans {
                     let partition = Partition::of_span(tenant, nanos(s.start_time_unix_nano));
                     self.partitions
                         .entry(partition)
                         .or_insert_with(SpanColumns::new)
-                        .append(&ctx, s);
+                        .append(&ctx, s, &mut self.scratch);
+                    spans += 1;
                 }
             }
         }
+        Ok(spans)
     }
 
     /// Rows buffered across all partitions.

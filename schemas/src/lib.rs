@@ -17,6 +17,7 @@ pub mod prices;
 pub mod read;
 pub mod span_table;
 pub mod store;
+pub mod wire;
 
 pub use error::SchemaError;
 pub use opentelemetry_proto;

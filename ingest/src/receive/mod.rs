@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use crate::decode::{Accepted, Encoding, accept, decode};
+use crate::decode::{Accepted, Encoding, validate};
 use crate::error::IngestError;
 use crate::metrics::Metrics;
 use crate::wal::Wal;
@@ -27,9 +27,7 @@ impl Receiver {
     /// spans are fsynced to the WAL.
     pub async fn export(&self, body: Bytes, encoding: Encoding) -> Result<Accepted, IngestError> {
         self.wal.check_backlog()?;
-        let request = decode(&body, encoding)?;
-        let raw = (encoding == Encoding::Protobuf).then_some(body);
-        let accepted = accept(request, raw);
+        let accepted = validate(body, encoding)?;
         let m = &self.metrics;
         m.spans_received
             .fetch_add(accepted.accepted + accepted.rejected, Ordering::Relaxed);
