@@ -9,7 +9,12 @@
 //! With both `--grpc` and `--http`, gRPC is used.
 //!
 //! `--once` sends every request of the corpus exactly once (unique spans, e.g. to measure
-//! stored bytes per span) instead of cycling until `--seconds` have passed.
+//! stored bytes per span) instead of cycling until `--seconds` have passed. When cycling, each
+//! pass over the corpus gets fresh trace ids (the pass number is XORed into every trace id's
+//! bytes in the encoded request), so the receiver never sees the same span twice.
+//!
+//! `--hours H` (default 1) moves every trace into the first H hours of the corpus day, whole
+//! hours at a time: live traffic lands in one or two hourly partitions.
 //!
 //! `--rate N` aims at N requests/s in total: each worker sends on its own schedule of
 //! `concurrency / N` seconds, the workers' schedules staggered evenly. A worker that falls
@@ -31,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use trace2eval_tests::client::RawGrpc;
 use trace2eval_tests::corpus::{CorpusConfig, generate};
@@ -69,6 +75,10 @@ struct Args {
     /// Send every request of the corpus once instead of cycling for `--seconds`.
     #[arg(long)]
     once: bool,
+    /// Traces start within this many hours (1-24), so their spans land in that many hourly
+    /// partitions: 1 is live traffic; 24 spreads a WAL segment over a day of partitions.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=24))]
+    hours: u64,
     /// Print the final figures as one JSON object on stdout, the rest on stderr.
     #[arg(long)]
     json: bool,
@@ -178,8 +188,101 @@ struct Tally {
     latencies_us: Vec<u32>,
 }
 
+/// An encoded request, its span count, and where its trace ids are in the bytes.
+struct Request {
+    body: Bytes,
+    spans: u64,
+    trace_id_offsets: Vec<usize>,
+}
+
+impl Request {
+    fn encode(req: &ExportTraceServiceRequest) -> Self {
+        let spans: Vec<_> = req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .collect();
+        let body = req.encode_to_vec();
+        let mut ids: Vec<&[u8]> = spans.iter().map(|s| s.trace_id.as_slice()).collect();
+        ids.extend(
+            spans
+                .iter()
+                .flat_map(|s| &s.links)
+                .map(|l| l.trace_id.as_slice()),
+        );
+        ids.sort();
+        ids.dedup();
+        let trace_id_offsets = ids
+            .iter()
+            .filter(|id| id.len() == 16)
+            .flat_map(|id| {
+                let body = &body;
+                body.windows(16)
+                    .enumerate()
+                    .filter(move |(_, w)| w == id)
+                    .map(|(i, _)| i)
+            })
+            .collect();
+        Self {
+            body: Bytes::from(body),
+            spans: spans.len() as u64,
+            trace_id_offsets,
+        }
+    }
+
+    /// The body of pass `pass` over the corpus: pass 0 as generated, later passes with the
+    /// pass number XORed into every trace id.
+    fn body(&self, pass: u64) -> Bytes {
+        if pass == 0 {
+            return self.body.clone();
+        }
+        let mut body = self.body.to_vec();
+        for &at in &self.trace_id_offsets {
+            for (b, x) in body[at..at + 8].iter_mut().zip(pass.to_le_bytes()) {
+                *b ^= x;
+            }
+        }
+        Bytes::from(body)
+    }
+}
+
+/// Moves every trace whole hours back so that it starts in the first `hours` hours after
+/// `day_start`.
+fn fold_into_hours(requests: &mut [ExportTraceServiceRequest], day_start: u64, hours: u64) {
+    let window = hours * 3_600_000_000_000;
+    let mut first_start = std::collections::HashMap::new();
+    for r in requests.iter() {
+        for s in r
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            let e = first_start.entry(s.trace_id.clone()).or_insert(u64::MAX);
+            *e = (*e).min(s.start_time_unix_nano);
+        }
+    }
+    for r in requests.iter_mut() {
+        for s in r
+            .resource_spans
+            .iter_mut()
+            .flat_map(|rs| rs.scope_spans.iter_mut())
+            .flat_map(|ss| ss.spans.iter_mut())
+        {
+            let first = first_start.get(&s.trace_id).copied().unwrap_or(day_start);
+            let shift = (first.saturating_sub(day_start) / window) * window;
+            s.start_time_unix_nano -= shift;
+            s.end_time_unix_nano = s.end_time_unix_nano.saturating_sub(shift);
+            for e in &mut s.events {
+                e.time_unix_nano = e.time_unix_nano.saturating_sub(shift);
+            }
+        }
+    }
+}
+
 struct Plan {
-    requests: Arc<Vec<(Bytes, u64)>>,
+    requests: Arc<Vec<Request>>,
     concurrency: usize,
     once: bool,
     deadline: tokio::time::Instant,
@@ -210,16 +313,17 @@ async fn worker(plan: Arc<Plan>, target: Arc<Target>, index: usize) -> Result<Ta
         if due >= plan.deadline {
             break;
         }
-        let (body, spans) = &plan.requests[i % plan.requests.len()];
+        let request = &plan.requests[i % plan.requests.len()];
+        let pass = (i / plan.requests.len()) as u64;
         i += plan.concurrency;
-        let accepted = sender.send(body.clone()).await;
+        let accepted = sender.send(request.body(pass)).await;
         let latency = due.elapsed().as_micros();
         tally
             .latencies_us
             .push(u32::try_from(latency).unwrap_or(u32::MAX));
         tally.requests += 1;
         if accepted {
-            tally.spans += spans;
+            tally.spans += request.spans;
         } else {
             tally.errors += 1;
         }
@@ -271,30 +375,24 @@ async fn main() -> Result<(), BoxError> {
         (None, Some(url)) => Target::Http(url.clone()),
         (None, None) => return Err("give --grpc URL or --http URL".into()),
     });
-    let corpus = generate(&CorpusConfig {
+    const END_UNIX_NS: u64 = 1_773_100_800_000_000_000;
+    let mut corpus = generate(&CorpusConfig {
         traces: args.traces,
         days: 1,
         seed: args.seed,
-        end_unix_ns: 1_773_100_800_000_000_000,
+        end_unix_ns: END_UNIX_NS,
     });
-    let requests: Vec<(Bytes, u64)> = corpus
-        .requests
-        .iter()
-        .map(|r| {
-            let spans = r
-                .resource_spans
-                .iter()
-                .flat_map(|rs| &rs.scope_spans)
-                .map(|ss| ss.spans.len() as u64)
-                .sum();
-            (Bytes::from(r.encode_to_vec()), spans)
-        })
-        .collect();
+    fold_into_hours(
+        &mut corpus.requests,
+        END_UNIX_NS - 86_400_000_000_000,
+        args.hours,
+    );
+    let requests: Vec<Request> = corpus.requests.iter().map(Request::encode).collect();
     if requests.is_empty() {
         return Err("the corpus has no requests: give --traces above 0".into());
     }
-    let bytes: usize = requests.iter().map(|(b, _)| b.len()).sum();
-    let corpus_spans: u64 = requests.iter().map(|(_, n)| n).sum();
+    let bytes: usize = requests.iter().map(|r| r.body.len()).sum();
+    let corpus_spans: u64 = requests.iter().map(|r| r.spans).sum();
     say(format!(
         "corpus: {} requests, {} spans, {:.0} protobuf bytes/span",
         requests.len(),
