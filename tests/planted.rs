@@ -404,25 +404,34 @@ pub fn planted() -> Planted {
         let mut eval_trace = [0u8; 16];
         eval_trace[0] = 0xE0;
         eval_trace[15] = k as u8 + 1;
-        evals.push(Span {
-            trace_id: eval_trace.to_vec(),
-            span_id: vec![0xE0, k as u8 + 1, 0, 0, 0, 0, 0, 1],
-            name: format!("gen_ai.evaluation {metric}"),
-            kind: 1,
-            start_time_unix_nano: NOW_NS - 1_000 * SEC,
-            end_time_unix_nano: NOW_NS - 1_000 * SEC + SEC / 10,
-            attributes: vec![
-                s("gen_ai.evaluation.name", metric),
-                kv("gen_ai.evaluation.score.value", Value::DoubleValue(score)),
-                s("gen_ai.request.model", "judge-model"),
-            ],
-            links: vec![opentelemetry_proto::tonic::trace::v1::span::Link {
-                trace_id: judged.trace_id.to_vec(),
-                span_id: judged.spans[1].span_id.clone(),
+        // The helpfulness trace was judged once more: an earlier run scored it 0.7 (its span
+        // id sorts after the later one's), and it was scored on relevance too. Its `scores` are
+        // {helpfulness: 0.1, relevance: 0.8}.
+        let mut scores = vec![(1, metric, score, 1_000)];
+        if metric == "helpfulness" {
+            scores.extend([(2, "relevance", 0.8, 1_000), (3, "helpfulness", 0.7, 2_000)]);
+        }
+        for (n, metric, score, ago_s) in scores {
+            evals.push(Span {
+                trace_id: eval_trace.to_vec(),
+                span_id: vec![0xE0, k as u8 + 1, 0, 0, 0, 0, 0, n],
+                name: format!("gen_ai.evaluation {metric}"),
+                kind: 1,
+                start_time_unix_nano: NOW_NS - ago_s * SEC,
+                end_time_unix_nano: NOW_NS - ago_s * SEC + SEC / 10,
+                attributes: vec![
+                    s("gen_ai.evaluation.name", metric),
+                    kv("gen_ai.evaluation.score.value", Value::DoubleValue(score)),
+                    s("gen_ai.request.model", "judge-model"),
+                ],
+                links: vec![opentelemetry_proto::tonic::trace::v1::span::Link {
+                    trace_id: judged.trace_id.to_vec(),
+                    span_id: judged.spans[1].span_id.clone(),
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
-            ..Default::default()
-        });
+            });
+        }
     }
 
     // Not settled: slow and erroring, but ended 60 s before NOW (settle 5 min): left out.

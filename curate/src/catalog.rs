@@ -5,8 +5,18 @@
 //! - `llm_calls`: one row per LLM call span, with messages normalised across dialects
 //!   (`extract`) and whether its token usage counts toward the trace (`usage_counted`).
 //! - `traces`: one row per trace: root span, times, errors, counts, models, tokens and cost
-//!   counted once per call, session and user from whichever span carries them.
-//! - `evals`: one row per evaluation score span, with the judged trace and span.
+//!   counted once per call, session and user from whichever span carries them, and `scores`:
+//!   a `map<string, double>` of metric -> the latest score of the trace in `evals` (over all
+//!   its judged spans), NULL for a trace never judged (not an empty map). Query it as
+//!   `scores['faithfulness'] < 0.5`, `scores IS NULL`, `map_keys(scores)`.
+//! - `evals`: one row per evaluation score span, with the judged trace and span, pruned to the
+//!   partitions from the start of the window on.
+//!
+//! A query over `traces` that does not read `scores` (every built-in rule, the export) does not
+//! scan for score spans: `scores` comes from a LEFT JOIN on a side grouped by trace id, and
+//! DataFusion drops such a join when nothing reads from it (see a rule's plan with
+//! `curate --sql "EXPLAIN ..."`). Reading `scores` scans the window's spans once more, for
+//! their attributes.
 //!
 //! Token usage is counted once per call. Nested instrumentations (an app's own span,
 //! OpenLLMetry's, the provider SDK's native span, OpenInference's) repeat one call's usage on
@@ -170,6 +180,12 @@ FROM calls c LEFT JOIN counted k ON k.trace_id = c.trace_id AND k.span_id = c.sp
 /// trace whose root has not arrived takes its span extent instead. One aggregation over the
 /// spans computes the root and the trace's totals together: a window over the roots joined
 /// back to the per-trace aggregate cost twice as much (measured on a 1M-span store).
+///
+/// `scores`: per (trace, metric) the latest score span wins (by its start, then span id); a
+/// trace judged per LLM call takes the latest over all its spans. The map's keys are in
+/// metric order. `scored` is grouped by trace id, so the optimizer removes its LEFT JOIN from
+/// every query that does not read `scores`, as it does `totals` for queries that read none of
+/// the token columns.
 const TRACES_VIEW: &str = "CREATE VIEW traces AS
 WITH totals AS (
   SELECT trace_id, count(*) AS llm_calls,
@@ -188,6 +204,15 @@ agg AS (
     first_value(end_time ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_end,
     first_value(duration_ns ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_duration_ns
   FROM spans GROUP BY trace_id
+),
+latest AS (
+  SELECT judged_trace_id AS trace_id, metric,
+    first_value(score ORDER BY judged_at DESC, eval_span_id DESC) AS score
+  FROM evals WHERE judged_trace_id IS NOT NULL GROUP BY judged_trace_id, metric
+),
+scored AS (
+  SELECT trace_id, map(array_agg(metric ORDER BY metric), array_agg(score ORDER BY metric)) AS scores
+  FROM latest GROUP BY trace_id
 )
 SELECT a.trace_id, a.tenant, a.root_span_id, a.root_name, a.root_service,
   a.start_time, a.end_time,
@@ -196,18 +221,20 @@ SELECT a.trace_id, a.tenant, a.root_span_id, a.root_name, a.root_service,
   coalesce(a.root_duration_ns, arrow_cast(a.end_time, 'Int64') - arrow_cast(a.start_time, 'Int64')) AS root_duration_ns,
   a.has_error, a.span_count, coalesce(t.llm_calls, 0) AS llm_calls, t.models,
   coalesce(t.input_tokens, 0) AS input_tokens, coalesce(t.output_tokens, 0) AS output_tokens,
-  coalesce(t.cost_usd, 0.0) AS cost_usd, a.session_id, a.user_id
-FROM agg a LEFT JOIN totals t ON a.trace_id = t.trace_id";
+  coalesce(t.cost_usd, 0.0) AS cost_usd, a.session_id, a.user_id, s.scores
+FROM agg a LEFT JOIN totals t ON a.trace_id = t.trace_id LEFT JOIN scored s ON a.trace_id = s.trace_id";
 
 /// SQL of the `evals` view: one row per score span (eval-runner's `gen_ai.evaluation` spans),
 /// with the judged trace and span from its first link. A score span delivered twice (a runner
 /// killed after its spans were acknowledged but before it recorded them re-sends the same
 /// span ids) counts once. Score spans are written after the
-/// traces they judge, so only the start of the window bounds them.
+/// traces they judge, so only the start of the window bounds them (partitions as in `spans`).
 fn evals_view(opts: &CatalogOptions) -> String {
-    let since = opts.window.since.map_or("TRUE".to_string(), |t| {
-        format!("start_time >= {}", crate::window::sql_time(t))
-    });
+    let since = Window {
+        until: None,
+        ..opts.window
+    }
+    .predicate();
     let tenant = opts
         .tenant
         .as_ref()
@@ -354,8 +381,8 @@ impl Catalog {
         for sql in [
             spans_view(&opts),
             LLM_CALLS_VIEW.replace("{IS_LLM_CALL}", IS_LLM_CALL),
-            TRACES_VIEW.to_string(),
             evals_view(&opts),
+            TRACES_VIEW.to_string(),
         ] {
             ctx.sql(&sql).await?;
         }

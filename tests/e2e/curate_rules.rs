@@ -348,20 +348,34 @@ async fn sql_prints_tables_and_bad_arguments_exit_2() -> TestResult {
     Ok(())
 }
 
-/// File names (ULID.parquet) a query plan will read.
-fn planned_files(dir: &Path, window: &[&str]) -> TestResult<BTreeSet<String>> {
-    let mut args = vec![
-        "--sql",
-        "EXPLAIN SELECT count(*) FROM spans WHERE name LIKE '%chat%'",
-        "--json",
-    ];
+/// The plans (logical, physical) `curate --sql "EXPLAIN {sql}"` prints over `window`.
+fn explain(dir: &Path, sql: &str, window: &[&str]) -> TestResult<Vec<String>> {
+    let explain = format!("EXPLAIN {sql}");
+    let mut args = vec!["--sql", &explain, "--json"];
     args.extend_from_slice(window);
     let (code, stdout, stderr) = curate(dir, &args)?;
     assert_eq!(code, 0, "{stderr}");
+    stdout
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            Ok(v["plan"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// File names (ULID.parquet) a query plan over `spans` will read.
+fn planned_files(dir: &Path, window: &[&str]) -> TestResult<BTreeSet<String>> {
+    planned_files_of(
+        dir,
+        "SELECT count(*) FROM spans WHERE name LIKE '%chat%'",
+        window,
+    )
+}
+
+fn planned_files_of(dir: &Path, sql: &str, window: &[&str]) -> TestResult<BTreeSet<String>> {
     let mut files = BTreeSet::new();
-    for line in stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)?;
-        let plan = v["plan"].as_str().unwrap_or_default();
+    for plan in explain(dir, sql, window)? {
         for (at, _) in plan.match_indices(".parquet") {
             if at >= 26 {
                 files.insert(plan[at - 26..at + 8].to_string());
@@ -418,6 +432,109 @@ async fn time_window_prunes_hour_partitions_before_any_file_is_read() -> TestRes
     assert_eq!(planned_files(dir.path(), &window)?, two);
     let other_tenant = planned_files(dir.path(), &["--all", "--tenant", "nobody"])?;
     assert!(other_tenant.is_empty(), "{other_tenant:?}");
+    // Score spans start after the traces they judge: `evals` prunes the hours before --since
+    // and keeps the later ones.
+    let evals = "SELECT count(*) FROM evals";
+    assert_eq!(
+        planned_files_of(dir.path(), evals, &["--since", "2026-03-10T11:00:00Z"])?,
+        last_hour
+    );
+    let from_nine: BTreeSet<String> = ["hour=09", "hour=10", "hour=11"]
+        .iter()
+        .map(|h| files_under(&spans.join(h)))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(
+        planned_files_of(dir.path(), evals, &["--since", "2026-03-10T09:00:00Z"])?,
+        from_nine
+    );
+    Ok(())
+}
+
+/// `traces.scores`: per metric, the latest score of the trace in `evals`; NULL for a trace
+/// never judged. Only what reads `scores` scans for score spans: the built-in rules do not.
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_scores_hold_the_latest_score_per_metric_and_null_when_unjudged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = planted_store(dir.path()).await?;
+    let (code, stdout, stderr) = curate(
+        dir.path(),
+        &[
+            "--all",
+            "--json",
+            "--sql",
+            "SELECT trace_id, scores FROM traces ORDER BY trace_id",
+        ],
+    )?;
+    assert_eq!(code, 0, "{stderr}");
+    let expected = |name: &str| match name {
+        "judged faithfulness 0.2" => serde_json::json!({"faithfulness": 0.2}),
+        "judged faithfulness 0.49" => serde_json::json!({"faithfulness": 0.49}),
+        "judged faithfulness 0.5" => serde_json::json!({"faithfulness": 0.5}),
+        "judged faithfulness 0.9" => serde_json::json!({"faithfulness": 0.9}),
+        // Judged 0.7 earlier: the latest score wins.
+        "judged helpfulness 0.1" => serde_json::json!({"helpfulness": 0.1, "relevance": 0.8}),
+        _ => serde_json::Value::Null,
+    };
+    let (mut judged, mut unjudged) = (0, 0);
+    for line in stdout.lines() {
+        let row: serde_json::Value = serde_json::from_str(line)?;
+        let id = row["trace_id"].as_str().unwrap_or_default();
+        // Eval-run traces are traces too, never judged themselves.
+        let name = named(&p, &BTreeSet::from([id.to_string()])).join("");
+        // NULL: `--json` leaves the key out.
+        assert_eq!(row["scores"], expected(&name), "{name}: {row}");
+        if row["scores"].is_null() {
+            unjudged += 1;
+        } else {
+            judged += 1;
+        }
+    }
+    assert_eq!(judged, 5, "{stdout}");
+    assert!(unjudged > 20, "{stdout}");
+
+    // The table `curate --sql` prints shows the map as metric: score.
+    let helpful = id_of(&p, "judged helpfulness 0.1")?;
+    let sql = format!(
+        "SELECT trace_id, scores FROM traces WHERE trace_id IN ('{helpful}', '{}')",
+        id_of(&p, "exactly 5s")?
+    );
+    let (code, stdout, stderr) = curate(dir.path(), &["--all", "--sql", &sql])?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("{helpfulness: 0.1, relevance: 0.8}"),
+        "{stdout}"
+    );
+
+    // A --where over scores selects on the latest score of a metric.
+    let low = select(dir.path(), &["--where", "scores['faithfulness'] < 0.5"])?;
+    assert_eq!(named(&p, &low), named(&p, &p.low_faithfulness));
+    let judged_helpful = select(
+        dir.path(),
+        &["--where", "scores['helpfulness'] IS NOT NULL"],
+    )?;
+    assert_eq!(judged_helpful, BTreeSet::from([helpful]));
+
+    // Reading scores plans a scan for score spans; the built-in rules' SQL (from the
+    // manifest) plans none.
+    let reads_scores = |plan: &[String]| plan.iter().any(|p| p.contains("gen_ai.evaluation.name"));
+    assert!(reads_scores(&explain(
+        dir.path(),
+        "SELECT trace_id FROM traces WHERE scores IS NULL",
+        &["--all"]
+    )?));
+    for rule in ["slow", "costly", "errors", "quick-followup"] {
+        select(dir.path(), &["--rule", rule])?;
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+            dir.path().join("out.jsonl.manifest.json"),
+        )?)?;
+        let sql = manifest["rules"][0]["sql"].as_str().unwrap_or_default();
+        assert!(sql.contains("FROM traces"), "{rule}: {manifest}");
+        let plan = explain(dir.path(), sql, &["--all"])?;
+        assert!(!reads_scores(&plan), "{rule}: {plan:?}");
+    }
     Ok(())
 }
 
