@@ -47,14 +47,19 @@ CREATE VIEW spans AS SELECT * FROM read_parquet('{glob}', hive_partitioning = tr
 CREATE VIEW llm_calls AS
 WITH calls AS (SELECT * FROM spans WHERE {is_llm}),
 usage AS (
-  SELECT trace_id, span_id, parent_span_id,
+  SELECT trace_id, span_id, parent_span_id, start_time, end_time,
     coalesce(gen_ai_input_tokens, 0) AS input_tokens, coalesce(gen_ai_output_tokens, 0) AS output_tokens
   FROM spans WHERE gen_ai_input_tokens IS NOT NULL OR gen_ai_output_tokens IS NOT NULL),
 usage_parents AS (SELECT DISTINCT trace_id, parent_span_id AS span_id FROM usage WHERE parent_span_id IS NOT NULL),
+leaves AS (
+  SELECT u.* FROM usage u LEFT JOIN usage_parents p ON p.trace_id = u.trace_id AND p.span_id = u.span_id
+  WHERE p.span_id IS NULL),
 counted AS (
-  SELECT u.trace_id, min(u.span_id) AS span_id FROM usage u
-  LEFT JOIN usage_parents p ON p.trace_id = u.trace_id AND p.span_id = u.span_id
-  WHERE p.span_id IS NULL GROUP BY u.trace_id, u.input_tokens, u.output_tokens)
+  SELECT DISTINCT l.trace_id, l.span_id FROM leaves l
+  LEFT JOIN leaves o ON o.trace_id = l.trace_id
+    AND o.input_tokens = l.input_tokens AND o.output_tokens = l.output_tokens
+    AND o.span_id < l.span_id AND o.start_time <= l.end_time AND l.start_time <= o.end_time
+  WHERE o.span_id IS NULL)
 SELECT c.trace_id, c.span_id, coalesce(c.gen_ai_response_model, c.gen_ai_request_model) AS model,
   c.gen_ai_input_tokens AS input_tokens, c.gen_ai_output_tokens AS output_tokens,
   k.span_id IS NOT NULL AS usage_counted,

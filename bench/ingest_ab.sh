@@ -2,7 +2,8 @@
 # A/B of two ingest binaries on this machine, alternating runs so that both see the same
 # noise: each run starts ingest on a fresh store, replays the load corpus at a fixed request
 # rate it can keep up with, stops it (SIGTERM flushes everything), and reports the process's
-# CPU over its whole life (/usr/bin/time user+sys) per stored span, and its peak RSS.
+# CPU over its whole life (/usr/bin/time user+sys) per stored span, its peak RSS, and the
+# Parquet bytes it stored per span.
 #
 #   bench/ingest_ab.sh OLD_INGEST NEW_INGEST [ROUNDS=3] [PROTOCOL=grpc|http] [RATE=300] [SECONDS=15]
 #
@@ -29,13 +30,15 @@ run() { # binary label
     >"$dir/load.json" 2>/dev/null
   kill -TERM "$ipid"; wait "$tpid" || true
   python3 - "$dir" "$2" <<'EOF'
-import json, sys
+import json, pathlib, sys
 d, label = sys.argv[1], sys.argv[2]
+stored = sum(p.stat().st_size for p in pathlib.Path(f"{d}/store").rglob("*.parquet"))
 load = json.load(open(f"{d}/load.json"))
 u, s, rss = open(f"{d}/time").read().split()
 cpu = float(u) + float(s)
 print(f"{label:4} spans {load['spans']:>9,}  errors {load['errors']:>5}  cpu {cpu:6.2f} s  "
-      f"spans/cpu-s {load['spans'] / cpu:>9,.0f}  p99 {load['p99_ms']:6.2f} ms  peak RSS {int(rss) / 1024:6.0f} MiB")
+      f"spans/cpu-s {load['spans'] / cpu:>9,.0f}  p99 {load['p99_ms']:6.2f} ms  peak RSS {int(rss) / 1024:6.0f} MiB  "
+      f"{stored / max(load['spans'], 1):5.0f} B/span stored")
 EOF
 }
 

@@ -72,6 +72,40 @@ pub fn to_json(req: &ExportTraceServiceRequest) -> String {
     serde_json::to_string(req).expect("OTLP messages serialize to JSON")
 }
 
+/// Moves every trace whole hours back so that it starts in the first `hours` hours after
+/// `day_start`.
+pub fn fold_into_hours(requests: &mut [ExportTraceServiceRequest], day_start: u64, hours: u64) {
+    let window = hours * 3_600_000_000_000;
+    let mut first_start = std::collections::HashMap::new();
+    for r in requests.iter() {
+        for s in r
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            let e = first_start.entry(s.trace_id.clone()).or_insert(u64::MAX);
+            *e = (*e).min(s.start_time_unix_nano);
+        }
+    }
+    for r in requests.iter_mut() {
+        for s in r
+            .resource_spans
+            .iter_mut()
+            .flat_map(|rs| rs.scope_spans.iter_mut())
+            .flat_map(|ss| ss.spans.iter_mut())
+        {
+            let first = first_start.get(&s.trace_id).copied().unwrap_or(day_start);
+            let shift = (first.saturating_sub(day_start) / window) * window;
+            s.start_time_unix_nano -= shift;
+            s.end_time_unix_nano = s.end_time_unix_nano.saturating_sub(shift);
+            for e in &mut s.events {
+                e.time_unix_nano = e.time_unix_nano.saturating_sub(shift);
+            }
+        }
+    }
+}
+
 /// Generates the corpus `cfg` describes.
 pub fn generate(cfg: &CorpusConfig) -> Corpus {
     let mut g = Gen {

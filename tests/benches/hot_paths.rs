@@ -5,8 +5,8 @@
 //! - `prost_decode`: the old receive path, prost structs from the request bytes (reference);
 //! - `validate`: what ingest does to a request before the WAL (`schemas::wire::scan_request`);
 //! - `to_arrow`: WAL record bytes -> span table columns (`PartitionedBatches::append_encoded`);
-//! - `parquet_encode`: those columns -> Parquet files (one per hourly partition, as a WAL
-//!   segment of the corpus gives) with the span table's writer settings.
+//! - `parquet_encode`: those columns -> Parquet files (one per hourly partition, as the
+//!   flusher writes them) with the span table's writer settings.
 
 use std::sync::OnceLock;
 
@@ -17,22 +17,25 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use schemas::convert::PartitionedBatches;
 use schemas::parquet_file::write_span_file;
-use trace2eval_tests::corpus::{CorpusConfig, generate};
+use trace2eval_tests::corpus::{CorpusConfig, fold_into_hours, generate};
 
 fn main() {
     divan::main();
 }
 
-/// Encoded requests of a one-day, one-hour-heavy corpus, and their span count.
+/// Encoded requests of a corpus of live traffic (one hour), and their span count.
 fn requests() -> &'static (Vec<Vec<u8>>, usize) {
     static REQUESTS: OnceLock<(Vec<Vec<u8>>, usize)> = OnceLock::new();
     REQUESTS.get_or_init(|| {
-        let corpus = generate(&CorpusConfig {
-            traces: 2000,
+        const END_UNIX_NS: u64 = 1_773_100_800_000_000_000;
+        let mut corpus = generate(&CorpusConfig {
+            traces: 4000,
             days: 1,
             seed: 7,
-            end_unix_ns: 1_773_100_800_000_000_000,
+            end_unix_ns: END_UNIX_NS,
         });
+        // Live traffic: every trace starts within one hour, as loadgen sends it by default.
+        fold_into_hours(&mut corpus.requests, END_UNIX_NS - 86_400_000_000_000, 1);
         let bytes = corpus.requests.iter().map(Message::encode_to_vec).collect();
         (bytes, corpus.spans)
     })

@@ -39,7 +39,7 @@ use clap::Parser;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use trace2eval_tests::client::RawGrpc;
-use trace2eval_tests::corpus::{CorpusConfig, generate};
+use trace2eval_tests::corpus::{CorpusConfig, fold_into_hours, generate};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -244,40 +244,6 @@ impl Request {
             }
         }
         Bytes::from(body)
-    }
-}
-
-/// Moves every trace whole hours back so that it starts in the first `hours` hours after
-/// `day_start`.
-fn fold_into_hours(requests: &mut [ExportTraceServiceRequest], day_start: u64, hours: u64) {
-    let window = hours * 3_600_000_000_000;
-    let mut first_start = std::collections::HashMap::new();
-    for r in requests.iter() {
-        for s in r
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .flat_map(|ss| &ss.spans)
-        {
-            let e = first_start.entry(s.trace_id.clone()).or_insert(u64::MAX);
-            *e = (*e).min(s.start_time_unix_nano);
-        }
-    }
-    for r in requests.iter_mut() {
-        for s in r
-            .resource_spans
-            .iter_mut()
-            .flat_map(|rs| rs.scope_spans.iter_mut())
-            .flat_map(|ss| ss.spans.iter_mut())
-        {
-            let first = first_start.get(&s.trace_id).copied().unwrap_or(day_start);
-            let shift = (first.saturating_sub(day_start) / window) * window;
-            s.start_time_unix_nano -= shift;
-            s.end_time_unix_nano = s.end_time_unix_nano.saturating_sub(shift);
-            for e in &mut s.events {
-                e.time_unix_nano = e.time_unix_nano.saturating_sub(shift);
-            }
-        }
     }
 }
 
