@@ -203,6 +203,24 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// Calls `f` on every field of the message `buf`, nested `depth` levels below the request,
+/// after prost's recursion check.
+fn each_field<'a>(
+    buf: &'a [u8],
+    depth: u32,
+    mut f: impl FnMut(u32, Value<'a>) -> Result<()>,
+) -> Result<()> {
+    if depth >= RECURSION_LIMIT {
+        return Err(WireError("recursion limit reached"));
+    }
+    let mut fields = fields(buf);
+    while let Some(field) = fields.next_at(depth) {
+        let (tag, v) = field?;
+        f(tag, v)?;
+    }
+    Ok(())
+}
+
 /// An attribute value as found on the wire (the last `value` occurrence of a `KeyValue`).
 #[derive(Debug, Clone, Copy)]
 pub enum AnyValueRef<'a> {
@@ -226,28 +244,30 @@ pub struct KeyValueRef<'a> {
 
 /// Validates an `AnyValue` at `depth` and says what it holds.
 fn any_value(buf: &[u8], depth: u32) -> Result<AnyValueRef<'_>> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
-    }
     let mut out = AnyValueRef::Empty;
-    let mut f = fields(buf);
-    while let Some(field) = f.next_at(depth) {
-        let (tag, v) = field?;
+    each_field(buf, depth, |tag, v| {
         out = match tag {
             1 => AnyValueRef::Str(v.str()?),
             2 => AnyValueRef::Bool(v.varint()? != 0),
             3 => AnyValueRef::Int(v.varint()? as i64),
             4 => AnyValueRef::Double(f64::from_bits(v.fixed64()?)),
+            // ArrayValue and KeyValueList: their items are field 1.
             5 => {
-                for item in fields_of(v.bytes()?, 1, depth + 1)? {
-                    any_value(item, depth + 2)?;
-                }
+                each_field(v.bytes()?, depth + 1, |t, item| {
+                    if t == 1 {
+                        any_value(item.bytes()?, depth + 2)?;
+                    }
+                    Ok(())
+                })?;
                 AnyValueRef::Other(buf)
             }
             6 => {
-                for item in fields_of(v.bytes()?, 1, depth + 1)? {
-                    key_value(item, depth + 2)?;
-                }
+                each_field(v.bytes()?, depth + 1, |t, item| {
+                    if t == 1 {
+                        key_value(item.bytes()?, depth + 2)?;
+                    }
+                    Ok(())
+                })?;
                 AnyValueRef::Other(buf)
             }
             7 => {
@@ -258,40 +278,19 @@ fn any_value(buf: &[u8], depth: u32) -> Result<AnyValueRef<'_>> {
                 v.varint()?;
                 AnyValueRef::Other(buf)
             }
-            _ => continue,
+            _ => out,
         };
-    }
-    Ok(out)
-}
-
-/// The length-delimited values of field `tag` of the message `buf` at `depth`, after checking
-/// every field's wire format (other fields must be unknown to the message).
-fn fields_of(buf: &[u8], tag: u32, depth: u32) -> Result<Vec<&[u8]>> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
-    }
-    let mut out = Vec::new();
-    let mut f = fields(buf);
-    while let Some(field) = f.next_at(depth) {
-        let (t, v) = field?;
-        if t == tag {
-            out.push(v.bytes()?);
-        }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
 /// Validates a `KeyValue` at `depth`.
 pub(crate) fn key_value(buf: &[u8], depth: u32) -> Result<KeyValueRef<'_>> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
-    }
     let mut key = "";
     let mut value = AnyValueRef::Empty;
     let mut values = 0;
-    let mut f = fields(buf);
-    while let Some(field) = f.next_at(depth) {
-        let (tag, v) = field?;
+    each_field(buf, depth, |tag, v| {
         match tag {
             1 => key = v.str()?,
             2 => {
@@ -303,7 +302,8 @@ pub(crate) fn key_value(buf: &[u8], depth: u32) -> Result<KeyValueRef<'_>> {
             }
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     // Two `value` occurrences merge by protobuf's rules, and complex values are rendered
     // from prost structs: both are rare, and prost decodes the whole `KeyValue` for them.
     if values > 1 || matches!(value, AnyValueRef::Other(_)) {
@@ -411,44 +411,25 @@ pub struct LinkRef<'a> {
 }
 
 fn resource<'a>(buf: &'a [u8], depth: u32, out: &mut ResourceRef<'a>) -> Result<()> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
-    }
-    let mut f = fields(buf);
-    while let Some(field) = f.next_at(depth) {
-        let (tag, v) = field?;
+    each_field(buf, depth, |tag, v| {
         match tag {
             1 => out.attributes.push(key_value(v.bytes()?, depth + 1)?),
             2 => out.dropped_attributes_count = v.varint()? as u32,
-            3 => entity_ref(v.bytes()?, depth + 1)?,
+            // EntityRef: four string fields (two of them repeated), checked for UTF-8 only.
+            3 => each_field(v.bytes()?, depth + 1, |t, x| {
+                if (1..=4).contains(&t) {
+                    x.str()?;
+                }
+                Ok(())
+            })?,
             _ => {}
         }
-    }
-    Ok(())
-}
-
-/// `EntityRef`: four string fields (two of them repeated), checked for UTF-8 only.
-fn entity_ref(buf: &[u8], depth: u32) -> Result<()> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
-    }
-    let mut f = fields(buf);
-    while let Some(field) = f.next_at(depth) {
-        let (tag, v) = field?;
-        if (1..=4).contains(&tag) {
-            v.str()?;
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 fn scope<'a>(buf: &'a [u8], depth: u32, out: &mut ScopeRef<'a>) -> Result<()> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
-    }
-    let mut f = fields(buf);
-    while let Some(field) = f.next_at(depth) {
-        let (tag, v) = field?;
+    each_field(buf, depth, |tag, v| {
         match tag {
             1 => out.name = v.str()?,
             2 => out.version = v.str()?,
@@ -456,19 +437,22 @@ fn scope<'a>(buf: &'a [u8], depth: u32, out: &mut ScopeRef<'a>) -> Result<()> {
             4 => out.dropped_attributes_count = v.varint()? as u32,
             _ => {}
         }
+        Ok(())
+    })
+}
+
+/// The range of `arena` pushed since it held `start` items.
+fn pushed<T>(arena: &[T], start: usize) -> Slots {
+    Slots {
+        start: start as u32,
+        end: arena.len() as u32,
     }
-    Ok(())
 }
 
 fn event<'a>(buf: &'a [u8], depth: u32, arenas: &mut Arenas<'a>) -> Result<()> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
-    }
     let mut out = EventRef::default();
-    let start = arenas.event_attributes.len() as u32;
-    let mut f = fields(buf);
-    while let Some(field) = f.next_at(depth) {
-        let (tag, v) = field?;
+    let start = arenas.event_attributes.len();
+    each_field(buf, depth, |tag, v| {
         match tag {
             1 => out.time_unix_nano = v.fixed64()?,
             2 => out.name = v.str()?,
@@ -478,24 +462,17 @@ fn event<'a>(buf: &'a [u8], depth: u32, arenas: &mut Arenas<'a>) -> Result<()> {
             4 => out.dropped_attributes_count = v.varint()? as u32,
             _ => {}
         }
-    }
-    out.attributes = Slots {
-        start,
-        end: arenas.event_attributes.len() as u32,
-    };
+        Ok(())
+    })?;
+    out.attributes = pushed(&arenas.event_attributes, start);
     arenas.events.push(out);
     Ok(())
 }
 
 fn link<'a>(buf: &'a [u8], depth: u32, arenas: &mut Arenas<'a>) -> Result<()> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
-    }
     let mut out = LinkRef::default();
-    let start = arenas.link_attributes.len() as u32;
-    let mut f = fields(buf);
-    while let Some(field) = f.next_at(depth) {
-        let (tag, v) = field?;
+    let start = arenas.link_attributes.len();
+    each_field(buf, depth, |tag, v| {
         match tag {
             1 => out.trace_id = v.bytes()?,
             2 => out.span_id = v.bytes()?,
@@ -507,45 +484,33 @@ fn link<'a>(buf: &'a [u8], depth: u32, arenas: &mut Arenas<'a>) -> Result<()> {
             6 => out.flags = v.fixed32()?,
             _ => {}
         }
-    }
-    out.attributes = Slots {
-        start,
-        end: arenas.link_attributes.len() as u32,
-    };
+        Ok(())
+    })?;
+    out.attributes = pushed(&arenas.link_attributes, start);
     arenas.links.push(out);
     Ok(())
 }
 
 fn status<'a>(buf: &'a [u8], depth: u32, out: &mut SpanRef<'a>) -> Result<()> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
-    }
-    let mut f = fields(buf);
-    while let Some(field) = f.next_at(depth) {
-        let (tag, v) = field?;
+    each_field(buf, depth, |tag, v| {
         match tag {
             2 => out.status_message = v.str()?,
             3 => out.status_code = v.varint()? as i32,
             _ => {}
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Validates a `Span` at `depth`, with everything below it.
 fn span<'a>(buf: &'a [u8], depth: u32, arenas: &mut Arenas<'a>) -> Result<SpanRef<'a>> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
-    }
     let mut out = SpanRef::default();
     let starts = (
-        arenas.span_attributes.len() as u32,
-        arenas.events.len() as u32,
-        arenas.links.len() as u32,
+        arenas.span_attributes.len(),
+        arenas.events.len(),
+        arenas.links.len(),
     );
-    let mut f = fields(buf);
-    while let Some(field) = f.next_at(depth) {
-        let (tag, v) = field?;
+    each_field(buf, depth, |tag, v| {
         match tag {
             1 => out.trace_id = v.bytes()?,
             2 => out.span_id = v.bytes()?,
@@ -567,19 +532,11 @@ fn span<'a>(buf: &'a [u8], depth: u32, arenas: &mut Arenas<'a>) -> Result<SpanRe
             16 => out.flags = v.fixed32()?,
             _ => {}
         }
-    }
-    out.attributes = Slots {
-        start: starts.0,
-        end: arenas.span_attributes.len() as u32,
-    };
-    out.events = Slots {
-        start: starts.1,
-        end: arenas.events.len() as u32,
-    };
-    out.links = Slots {
-        start: starts.2,
-        end: arenas.links.len() as u32,
-    };
+        Ok(())
+    })?;
+    out.attributes = pushed(&arenas.span_attributes, starts.0);
+    out.events = pushed(&arenas.events, starts.1);
+    out.links = pushed(&arenas.links, starts.2);
     Ok(out)
 }
 
@@ -603,24 +560,20 @@ fn scope_spans<'a>(
     depth: u32,
     arenas: &mut Arenas<'a>,
 ) -> Result<ScopeSpansRef<'a>> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
-    }
     let mut out = ScopeSpansRef {
         scope: ScopeRef::default(),
         schema_url: "",
         spans: Vec::new(),
     };
-    let mut f = fields(buf);
-    while let Some(field) = f.next_at(depth) {
-        let (tag, v) = field?;
+    each_field(buf, depth, |tag, v| {
         match tag {
             1 => scope(v.bytes()?, depth + 1, &mut out.scope)?,
             2 => out.spans.push(span(v.bytes()?, depth + 1, arenas)?),
             3 => out.schema_url = v.str()?,
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -629,17 +582,12 @@ fn resource_spans<'a>(
     depth: u32,
     arenas: &mut Arenas<'a>,
 ) -> Result<ResourceSpansRef<'a>> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
-    }
     let mut out = ResourceSpansRef {
         resource: ResourceRef::default(),
         schema_url: "",
         scope_spans: Vec::new(),
     };
-    let mut f = fields(buf);
-    while let Some(field) = f.next_at(depth) {
-        let (tag, v) = field?;
+    each_field(buf, depth, |tag, v| {
         match tag {
             1 => resource(v.bytes()?, depth + 1, &mut out.resource)?,
             2 => out
@@ -648,7 +596,8 @@ fn resource_spans<'a>(
             3 => out.schema_url = v.str()?,
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -663,13 +612,12 @@ impl<'a> Request<'a> {
     pub fn parse(buf: &'a [u8]) -> Result<Self> {
         let mut arenas = Arenas::default();
         let mut resource_spans_out = Vec::new();
-        let mut f = fields(buf);
-        while let Some(field) = f.next_at(0) {
-            let (tag, v) = field?;
+        each_field(buf, 0, |tag, v| {
             if tag == 1 {
                 resource_spans_out.push(resource_spans(v.bytes()?, 1, &mut arenas)?);
             }
-        }
+            Ok(())
+        })?;
         Ok(Self {
             resource_spans: resource_spans_out,
             arenas,
