@@ -5,7 +5,9 @@
 # CPU over its whole life (/usr/bin/time user+sys) per stored span, its peak RSS, and the
 # Parquet bytes it stored per span.
 #
-#   bench/ingest_ab.sh OLD_INGEST NEW_INGEST [ROUNDS=3] [PROTOCOL=grpc|http] [RATE=300] [SECONDS=15]
+#   bench/ingest_ab.sh OLD_INGEST NEW_INGEST [ROUNDS=3] [PROTOCOL=grpc|http|http-json] [RATE=300] [SECONDS=15]
+#
+# RATE 0 sends as fast as ingest answers (8 clients): full load, with backpressure refusals.
 #
 # Needs target/release/loadgen (cargo build --release -p trace2eval-tests --bins).
 set -euo pipefail
@@ -25,8 +27,10 @@ run() { # binary label
   tpid=$!
   for _ in $(seq 200); do curl -sf "http://127.0.0.1:$h/healthz" >/dev/null && break; sleep 0.05; done
   ipid=$(pgrep -P "$tpid")
-  local url="http://127.0.0.1:$g"; [ "$proto" = http ] && url="http://127.0.0.1:$h"
-  "$loadgen" "--$proto" "$url" --seconds "$secs" --rate "$rate" --concurrency 8 --json \
+  local target=(--grpc "http://127.0.0.1:$g")
+  [ "$proto" = http ] && target=(--http "http://127.0.0.1:$h")
+  [ "$proto" = http-json ] && target=(--http "http://127.0.0.1:$h" --json-body)
+  "$loadgen" "${target[@]}" --seconds "$secs" --rate "$rate" --concurrency 8 --json \
     >"$dir/load.json" 2>/dev/null
   kill -TERM "$ipid"; wait "$tpid" || true
   python3 - "$dir" "$2" <<'EOF'

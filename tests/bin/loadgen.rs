@@ -6,7 +6,7 @@
 //!   loadgen --grpc http://127.0.0.1:4317 | --http http://127.0.0.1:4318 [--seconds 20]
 //!           [--concurrency 8] [--traces 3000] [--rate N] [--pid PID] [--once] [--json]
 //!
-//! With both `--grpc` and `--http`, gRPC is used.
+//! With both `--grpc` and `--http`, gRPC is used. `--http URL --json-body` sends OTLP/JSON.
 //!
 //! `--once` sends every request of the corpus exactly once (unique spans, e.g. to measure
 //! stored bytes per span) instead of cycling until `--seconds` have passed. When cycling, each
@@ -53,6 +53,9 @@ struct Args {
     /// OTLP/HTTP base URL, e.g. http://127.0.0.1:4318 (requests go to /v1/traces).
     #[arg(long)]
     http: Option<String>,
+    /// With --http: send OTLP/JSON (`application/json`) instead of protobuf.
+    #[arg(long, requires = "http")]
+    json_body: bool,
     /// How long to send for.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
@@ -117,6 +120,7 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
 enum Target {
     Grpc(String),
     Http(String),
+    HttpJson(String),
 }
 
 impl Target {
@@ -124,6 +128,7 @@ impl Target {
         match self {
             Target::Grpc(_) => "grpc",
             Target::Http(_) => "http",
+            Target::HttpJson(_) => "http-json",
         }
     }
 }
@@ -134,6 +139,7 @@ enum Sender {
     Http {
         client: reqwest::Client,
         url: String,
+        content_type: &'static str,
     },
 }
 
@@ -145,9 +151,14 @@ impl Sender {
                     .await
                     .map_err(|e| format!("connecting to {url}: {e}"))?,
             ),
-            Target::Http(url) => Sender::Http {
+            Target::Http(url) | Target::HttpJson(url) => Sender::Http {
                 client: reqwest::Client::new(),
                 url: format!("{}/v1/traces", url.trim_end_matches('/')),
+                content_type: if matches!(target, Target::HttpJson(_)) {
+                    "application/json"
+                } else {
+                    "application/x-protobuf"
+                },
             },
         })
     }
@@ -156,10 +167,14 @@ impl Sender {
     async fn send(&mut self, body: Bytes) -> bool {
         match self {
             Sender::Grpc(raw) => raw.export(body).await.is_ok_and(|r| r.is_ok()),
-            Sender::Http { client, url } => {
+            Sender::Http {
+                client,
+                url,
+                content_type,
+            } => {
                 let answer = client
                     .post(url.as_str())
-                    .header("content-type", "application/x-protobuf")
+                    .header("content-type", *content_type)
                     .body(body)
                     .send()
                     .await;
@@ -193,32 +208,44 @@ struct Request {
     body: Bytes,
     spans: u64,
     trace_id_offsets: Vec<usize>,
+    /// OTLP/JSON: the ids are 32 hex characters, not 16 bytes.
+    json: bool,
 }
 
 impl Request {
-    fn encode(req: &ExportTraceServiceRequest) -> Self {
+    fn encode(req: &ExportTraceServiceRequest, json: bool) -> Self {
         let spans: Vec<_> = req
             .resource_spans
             .iter()
             .flat_map(|rs| &rs.scope_spans)
             .flat_map(|ss| &ss.spans)
             .collect();
-        let body = req.encode_to_vec();
-        let mut ids: Vec<&[u8]> = spans.iter().map(|s| s.trace_id.as_slice()).collect();
+        let body = if json {
+            trace2eval_tests::corpus::to_json(req).into_bytes()
+        } else {
+            req.encode_to_vec()
+        };
+        let mut ids: Vec<Vec<u8>> = spans.iter().map(|s| s.trace_id.clone()).collect();
         ids.extend(
             spans
                 .iter()
                 .flat_map(|s| &s.links)
-                .map(|l| l.trace_id.as_slice()),
+                .map(|l| l.trace_id.clone()),
         );
+        ids.retain(|id| id.len() == 16);
         ids.sort();
         ids.dedup();
-        let trace_id_offsets = ids
+        // In OTLP/JSON the ids are lowercase hex.
+        let needles: Vec<Vec<u8>> = if json {
+            ids.iter().map(|id| hex::encode(id).into_bytes()).collect()
+        } else {
+            ids
+        };
+        let trace_id_offsets = needles
             .iter()
-            .filter(|id| id.len() == 16)
             .flat_map(|id| {
                 let body = &body;
-                body.windows(16)
+                body.windows(id.len())
                     .enumerate()
                     .filter(move |(_, w)| w == id)
                     .map(|(i, _)| i)
@@ -228,6 +255,7 @@ impl Request {
             body: Bytes::from(body),
             spans: spans.len() as u64,
             trace_id_offsets,
+            json,
         }
     }
 
@@ -239,8 +267,20 @@ impl Request {
         }
         let mut body = self.body.to_vec();
         for &at in &self.trace_id_offsets {
-            for (b, x) in body[at..at + 8].iter_mut().zip(pass.to_le_bytes()) {
-                *b ^= x;
+            if self.json {
+                // The first 16 hex digits are the id's first 8 bytes.
+                let digits = &mut body[at..at + 16];
+                let mut bytes = [0u8; 8];
+                if hex::decode_to_slice(&digits[..], &mut bytes).is_ok() {
+                    for (b, x) in bytes.iter_mut().zip(pass.to_le_bytes()) {
+                        *b ^= x;
+                    }
+                    let _ = hex::encode_to_slice(bytes, digits);
+                }
+            } else {
+                for (b, x) in body[at..at + 8].iter_mut().zip(pass.to_le_bytes()) {
+                    *b ^= x;
+                }
             }
         }
         Bytes::from(body)
@@ -338,6 +378,7 @@ async fn main() -> Result<(), BoxError> {
     };
     let target = Arc::new(match (&args.grpc, &args.http) {
         (Some(url), _) => Target::Grpc(url.clone()),
+        (None, Some(url)) if args.json_body => Target::HttpJson(url.clone()),
         (None, Some(url)) => Target::Http(url.clone()),
         (None, None) => return Err("give --grpc URL or --http URL".into()),
     });
@@ -353,14 +394,18 @@ async fn main() -> Result<(), BoxError> {
         END_UNIX_NS - 86_400_000_000_000,
         args.hours,
     );
-    let requests: Vec<Request> = corpus.requests.iter().map(Request::encode).collect();
+    let requests: Vec<Request> = corpus
+        .requests
+        .iter()
+        .map(|r| Request::encode(r, args.json_body))
+        .collect();
     if requests.is_empty() {
         return Err("the corpus has no requests: give --traces above 0".into());
     }
     let bytes: usize = requests.iter().map(|r| r.body.len()).sum();
     let corpus_spans: u64 = requests.iter().map(|r| r.spans).sum();
     say(format!(
-        "corpus: {} requests, {} spans, {:.0} protobuf bytes/span",
+        "corpus: {} requests, {} spans, {:.0} request bytes/span",
         requests.len(),
         corpus.spans,
         bytes as f64 / corpus.spans as f64
