@@ -846,16 +846,7 @@ async fn overlapping_compactions_write_each_span_once() -> TestResult {
         assert_eq!(code, 0, "{stdout}{stderr}");
         let second: Value = serde_json::from_str(stdout.trim())?;
         assert_eq!(second["files_after"], 2, "{second}");
-        std::fs::write(&go, "")?;
-        let first = paused.wait_with_output()?;
-        let stdout = String::from_utf8_lossy(&first.stdout);
-        assert_eq!(
-            first.status.code(),
-            Some(0),
-            "{stdout}{}",
-            String::from_utf8_lossy(&first.stderr)
-        );
-        let first: Value = serde_json::from_str(stdout.trim())?;
+        let first = resume_paused(paused, &go)?;
         assert_eq!(
             (first["files_after"].as_u64(), first["busy"].as_u64()),
             (Some(0), Some(2)),
@@ -951,6 +942,21 @@ async fn compaction_under_concurrent_reads_counts_every_span_once() -> TestResul
     Ok(())
 }
 
+/// Lets a compaction paused by the test hook go on (the `go` file), and returns its JSON report
+/// once it has exited 0.
+fn resume_paused(paused: std::process::Child, go: &Path) -> TestResult<Value> {
+    std::fs::write(go, "")?;
+    let out = paused.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_str(stdout.trim())?)
+}
+
 fn walk_parquet(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -996,16 +1002,7 @@ async fn overlapping_compactions_on_s3_write_each_span_once() -> TestResult {
     }
     let (code, stdout, stderr) = compact(&store, &[], &s3.env)?;
     assert_eq!(code, 0, "{stdout}{stderr}");
-    std::fs::write(&go, "")?;
-    let first = paused.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&first.stdout);
-    assert_eq!(
-        first.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let first: Value = serde_json::from_str(stdout.trim())?;
+    let first = resume_paused(paused, &go)?;
     assert_eq!(
         (first["files_after"].as_u64(), first["busy"].as_u64()),
         (Some(0), Some(2)),
