@@ -303,27 +303,31 @@ const TOKEN_LISTS: [&[&str]; 2] = [promoted::INPUT_TOKENS, promoted::OUTPUT_TOKE
 
 const MAX_EXACT_DOUBLE: f64 = 9_007_199_254_740_992.0; // 2^53
 
-/// A token count: a non-negative whole number, given as int, double or numeric string.
-fn token_count(value: &AnyValue) -> Option<i64> {
-    let n = match value.value.as_ref()? {
-        any_value::Value::IntValue(i) => *i,
-        // Some SDKs record counts as doubles or strings; only whole numbers are counts.
-        any_value::Value::DoubleValue(d) if d.fract() == 0.0 && d.abs() <= MAX_EXACT_DOUBLE => {
-            *d as i64
-        }
-        any_value::Value::StringValue(s) => s.trim().parse().ok()?,
-        _ => return None,
-    };
-    (n >= 0).then_some(n)
+/// A prost value as a wire value; only scalars have one (anything else is `Empty`).
+fn scalar_ref(value: &AnyValue) -> AnyValueRef<'_> {
+    match &value.value {
+        Some(any_value::Value::StringValue(s)) => AnyValueRef::Str(s),
+        Some(any_value::Value::IntValue(i)) => AnyValueRef::Int(*i),
+        Some(any_value::Value::DoubleValue(d)) => AnyValueRef::Double(*d),
+        Some(any_value::Value::BoolValue(b)) => AnyValueRef::Bool(*b),
+        _ => AnyValueRef::Empty,
+    }
 }
 
-/// [`token_count`] of a wire value.
-fn token_count_ref(value: AnyValueRef<'_>) -> Option<i64> {
+/// A token count: a non-negative whole number, given as int, double or numeric string.
+fn token_count(value: AnyValueRef<'_>) -> Option<i64> {
     let n = match value {
         AnyValueRef::Int(i) => i,
+        // Some SDKs record counts as doubles or strings; only whole numbers are counts.
         AnyValueRef::Double(d) if d.fract() == 0.0 && d.abs() <= MAX_EXACT_DOUBLE => d as i64,
         AnyValueRef::Str(s) => s.trim().parse().ok()?,
-        AnyValueRef::Other(kv) => return other_value(kv).as_ref().and_then(token_count),
+        // A `KeyValue` whose value was given twice: the merged value decides.
+        AnyValueRef::Other(kv) => {
+            return other_value(kv)
+                .as_ref()
+                .map(scalar_ref)
+                .and_then(token_count);
+        }
         _ => return None,
     };
     (n >= 0).then_some(n)
@@ -345,7 +349,7 @@ impl<'a> Promoted<'a> {
         for (slot, keys) in self.tokens.iter_mut().zip(TOKEN_LISTS) {
             if let Some(rank) = keys.iter().position(|k| *k == kv.key)
                 && slot.as_ref().is_none_or(|(r, _)| rank < *r)
-                && let Some(n) = token_count_ref(kv.value)
+                && let Some(n) = token_count(kv.value)
             {
                 *slot = Some((rank, n));
             }
@@ -690,10 +694,8 @@ impl PartitionedBatches {
 
     /// Appends every span of the protobuf `ExportTraceServiceRequest` in `request` under
     /// `tenant`, reading it in place. Nothing is appended when it is not a valid request.
-    /// Returns the number of spans appended.
-    pub fn append_encoded(&mut self, tenant: &str, request: &[u8]) -> Result<usize, WireError> {
+    pub fn append_encoded(&mut self, tenant: &str, request: &[u8]) -> Result<(), WireError> {
         let request = Request::parse(request)?;
-        let mut spans = 0;
         for rs in &request.resource_spans {
             let resource_attributes = &rs.resource.attributes;
             let service_name = resource_attributes
@@ -717,11 +719,10 @@ impl PartitionedBatches {
                         .entry(partition)
                         .or_insert_with(SpanColumns::new)
                         .append(&ctx, s, &mut self.scratch);
-                    spans += 1;
                 }
             }
         }
-        Ok(spans)
+        Ok(())
     }
 
     /// Rows buffered across all partitions.

@@ -31,7 +31,7 @@ const RECURSION_LIMIT: u32 = 100;
 
 /// One field's value as it is on the wire.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Value<'a> {
+enum Value<'a> {
     Varint(u64),
     Fixed64(u64),
     Fixed32(u32),
@@ -78,12 +78,12 @@ impl<'a> Value<'a> {
 
 /// The fields of one message, in wire order.
 #[derive(Clone)]
-pub(crate) struct Fields<'a> {
+struct Fields<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
-pub(crate) fn fields(buf: &[u8]) -> Fields<'_> {
+fn fields(buf: &[u8]) -> Fields<'_> {
     Fields { buf, pos: 0 }
 }
 
@@ -286,7 +286,7 @@ fn any_value(buf: &[u8], depth: u32) -> Result<AnyValueRef<'_>> {
 }
 
 /// Validates a `KeyValue` at `depth`.
-pub(crate) fn key_value(buf: &[u8], depth: u32) -> Result<KeyValueRef<'_>> {
+fn key_value(buf: &[u8], depth: u32) -> Result<KeyValueRef<'_>> {
     let mut key = "";
     let mut value = AnyValueRef::Empty;
     let mut values = 0;
