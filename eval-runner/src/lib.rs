@@ -385,10 +385,12 @@ async fn finish_in_flight(
     )
     .map_err(|e| bad(e.to_string()))?;
     emitter.send(&req, batch.sent_ms).await?;
+    // Failed lines are written as they were, but stay to be judged again, as `resume` leaves
+    // a failed line of the results file.
     let new: Vec<ResultLine> = batch
         .lines
         .into_iter()
-        .filter(|r| resumed.done_keys.insert(r.key()))
+        .filter(|r| !r.is_done() || !resumed.done_keys.contains(&r.key()))
         .collect();
     writer.write(&new)?;
     writer.sync()?;
@@ -403,6 +405,9 @@ async fn finish_in_flight(
         lines = new.len(),
         "re-sent the score spans an interrupted run left unrecorded"
     );
-    resumed.done.extend(new);
+    for r in new.into_iter().filter(ResultLine::is_done) {
+        resumed.done_keys.insert(r.key());
+        resumed.done.push(r);
+    }
     Ok(())
 }

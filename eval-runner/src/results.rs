@@ -89,10 +89,7 @@ pub fn resume(path: &Path) -> Result<Resumed, EvalError> {
             body.push_str(&serde_json::to_string(r).unwrap_or_default());
             body.push('\n');
         }
-        let tmp = tmp_path(path);
-        std::fs::write(&tmp, body)
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| EvalError::io(format!("rewriting {}", path.display()), e))?;
+        write_atomic(path, body.as_bytes())?;
     }
     Ok(Resumed {
         run_id,
