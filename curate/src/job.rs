@@ -328,8 +328,9 @@ impl StateStore {
     }
 }
 
-/// The taken lists (`_jobs/<job>/taken/<until>.txt`) of every job whose window ended before
-/// `cutoff`. Retention deletes them with the partitions older than the cutoff: the traces they
+/// The taken lists (`_jobs/<job>/taken/<until>.txt`) of every job whose window ended at or
+/// before `cutoff` (retention passes the start of its cutoff's hour, the end of the last
+/// partition it deletes). Retention deletes them with the partitions older than the cutoff: the traces they
 /// name started before it, so their first spans are gone too, and a span arriving for one of
 /// them later begins it anew. This keeps a job's lists to the traces of the store's lifetime.
 pub async fn taken_lists_before(

@@ -71,7 +71,14 @@ pub async fn run(
     }
     // Per tenant, another tenant's traces in the same lists may still be in the store.
     let lists = match tenant {
-        None => crate::job::taken_lists_before(&store, cutoff).await?,
+        // A list names traces that started before its window's end; their first spans are
+        // gone only if every hour before that end is deleted, i.e. up to the cutoff's hour.
+        None => {
+            let secs = cutoff.timestamp();
+            let hour_start =
+                chrono::DateTime::from_timestamp(secs - secs.rem_euclid(3600), 0).unwrap_or(cutoff);
+            crate::job::taken_lists_before(&store, hour_start).await?
+        }
         Some(_) => Vec::new(),
     };
     let files = doomed.values().map(Vec::len).sum();
