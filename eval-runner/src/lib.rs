@@ -162,7 +162,7 @@ pub async fn run(
     let run_spans = RunSpans::new(&run_id, &cfg.judge_model, cfg.provider.name());
     let mut writer = ResultsWriter::open(&cfg.out)?;
     if let Some(batch) = in_flight {
-        finish_in_flight(&cfg.out, batch, &mut emitter, &mut writer, &mut resumed).await?;
+        finish_in_flight(batch, &mut emitter, &mut writer, &mut resumed).await?;
     }
     let mut summary = Summary::new(&run_id, &cfg, &metrics, &dataset, &resumed);
 
@@ -292,26 +292,12 @@ pub async fn run(
             || pending.lines.len() >= BATCH_LINES
             || pending.since.elapsed() >= BATCH_AGE
         {
-            flush(
-                &cfg.out,
-                &mut pending,
-                &mut emitter,
-                &mut writer,
-                &mut summary,
-            )
-            .await?;
+            flush(&mut pending, &mut emitter, &mut writer, &mut summary).await?;
         }
     }
     drop(stream);
     progress.finish_and_clear();
-    flush(
-        &cfg.out,
-        &mut pending,
-        &mut emitter,
-        &mut writer,
-        &mut summary,
-    )
-    .await?;
+    flush(&mut pending, &mut emitter, &mut writer, &mut summary).await?;
     writer.sync()?;
     if let Some(e) = fatal {
         return Err(e);
@@ -337,7 +323,6 @@ fn unix_ms(t: SystemTime) -> u64 {
 /// first and the journal removed once the lines are durable, so a crash anywhere in between
 /// leaves a batch the rerun can finish (see [`finish_in_flight`]).
 async fn flush(
-    out: &std::path::Path,
     pending: &mut Pending,
     emitter: &mut Emitter,
     writer: &mut ResultsWriter,
@@ -353,11 +338,11 @@ async fn flush(
             request: hex::encode(req.encode_to_vec()),
             lines: std::mem::take(&mut pending.lines),
         };
-        batch.save(out)?;
+        batch.save(writer.path())?;
         emitter.send(&req, batch.sent_ms).await?;
         writer.write(&batch.lines)?;
         writer.sync()?;
-        InFlight::clear(out)?;
+        InFlight::clear(writer.path())?;
         pending.lines = batch.lines;
     }
     for r in pending.lines.drain(..) {
@@ -370,14 +355,17 @@ async fn flush(
 /// Finishes the batch a killed run left in `<out>.sending`: re-sends it as it was (its spans
 /// may or may not have arrived) and records its lines, which then count as resumed.
 async fn finish_in_flight(
-    out: &std::path::Path,
     batch: InFlight,
     emitter: &mut Emitter,
     writer: &mut ResultsWriter,
     resumed: &mut results::Resumed,
 ) -> Result<(), EvalError> {
+    let out = writer.path().to_path_buf();
     let bad = |why: String| {
-        EvalError::BadArgs(format!("{}: {why}", results::in_flight_path(out).display()))
+        EvalError::BadArgs(format!(
+            "{}: {why}",
+            results::in_flight_path(&out).display()
+        ))
     };
     let bytes = hex::decode(&batch.request).map_err(|e| bad(e.to_string()))?;
     let req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
@@ -394,7 +382,7 @@ async fn finish_in_flight(
         .collect();
     writer.write(&new)?;
     writer.sync()?;
-    InFlight::clear(out)?;
+    InFlight::clear(&out)?;
     tracing::info!(
         spans = req
             .resource_spans

@@ -195,6 +195,11 @@ pub struct ResultsWriter {
 }
 
 impl ResultsWriter {
+    /// The results file written to; its journal (`<path>.sending`) sits beside it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn open(path: &Path) -> Result<Self, EvalError> {
         create_parent(path)?;
         let file = std::fs::OpenOptions::new()
