@@ -27,7 +27,10 @@
 //! Instrumentations of one call, nested or siblings, always overlap in time; two calls made
 //! one after the other do not, so they count twice even with equal counts. Two concurrent
 //! calls of one trace with exactly equal counts are still counted once; a span summing usage
-//! over grandchildren (through a span without usage) is counted as well.
+//! over grandchildren (through a span without usage) is counted as well. The pairing is not
+//! transitive here: in a chain A-B-C of equal counts where A and C do not overlap, A and C
+//! both count, while the export (`export::calls`, which merges overlaps transitively) writes
+//! one line for the three. Real instrumentations of one call all overlap, so the two agree.
 
 use std::sync::Arc;
 
