@@ -373,12 +373,12 @@ async fn finish_in_flight(
     )
     .map_err(|e| bad(e.to_string()))?;
     emitter.send(&req, batch.sent_ms).await?;
-    // Failed lines are written as they were, but stay to be judged again, as `resume` leaves
-    // a failed line of the results file.
+    // A failed line carries no span: its pair is judged again, as `resume` does with a failed
+    // line of the results file.
     let new: Vec<ResultLine> = batch
         .lines
         .into_iter()
-        .filter(|r| !r.is_done() || !resumed.done_keys.contains(&r.key()))
+        .filter(|r| r.is_done() && resumed.done_keys.insert(r.key()))
         .collect();
     writer.write(&new)?;
     writer.sync()?;
@@ -393,9 +393,48 @@ async fn finish_in_flight(
         lines = new.len(),
         "re-sent the score spans an interrupted run left unrecorded"
     );
-    for r in new.into_iter().filter(ResultLine::is_done) {
-        resumed.done_keys.insert(r.key());
-        resumed.done.push(r);
-    }
+    resumed.done.extend(new);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(item: &str, error: Option<&str>) -> ResultLine {
+        let v = serde_json::json!({
+            "item_id": item, "trace_id": "t", "span_id": "s", "metric": "helpfulness",
+            "score": error.is_none().then_some(0.5), "raw_score": null, "label": null,
+            "explanation": null, "judge_model": "m", "latency_ms": 1.0, "error": error,
+            "skipped": null, "raw_answer": null, "attempts": 1, "reused": null,
+            "input_tokens": 0, "output_tokens": 0, "run_id": "r", "eval_span_id": null,
+            "judged_at": "2026-12-04T00:00:00Z"
+        });
+        serde_json::from_value(v).expect("a result line")
+    }
+
+    #[tokio::test]
+    async fn a_failed_pair_in_a_resent_journal_batch_is_judged_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("r.jsonl");
+        let batch = InFlight {
+            sent_ms: 0,
+            request: hex::encode(emit::request(Vec::new()).encode_to_vec()),
+            lines: vec![
+                line("ok", None),
+                line("bad", Some("judge answer is not JSON")),
+            ],
+        };
+        let mut resumed = results::resume(&out).expect("resume");
+        let mut writer = ResultsWriter::open(&out).expect("open");
+        let mut emitter = Emitter::None;
+        finish_in_flight(batch, &mut emitter, &mut writer, &mut resumed)
+            .await
+            .expect("finish");
+        let keys: Vec<_> = resumed.done_keys.iter().map(|(i, _)| i.as_str()).collect();
+        assert_eq!(keys, ["ok"], "only the judged pair counts as done");
+        let written = std::fs::read_to_string(&out).expect("results");
+        assert_eq!(written.lines().count(), 1);
+        assert!(written.contains("\"item_id\":\"ok\""), "{written}");
+    }
 }
