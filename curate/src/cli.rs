@@ -32,6 +32,16 @@ pub struct Args {
         global = true
     )]
     pub store: String,
+    /// Log lines on stderr as text or as JSON objects (one per line, with the job run's
+    /// `invocation` on every line of a `job run`).
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "CURATE_LOG_FORMAT",
+        global = true
+    )]
+    pub log_format: LogFormat,
     /// Rule to select traces with; repeat for several (see `curate rules`).
     #[arg(
         long = "rule",
@@ -190,6 +200,13 @@ pub enum JobCommand {
         #[arg(long, env = "CURATE_DRY_RUN")]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, serde::Serialize)]

@@ -29,9 +29,10 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::catalog::{Catalog, CatalogOptions};
-use crate::cli::{Args, Format, Match, Per};
+use crate::cli::{Args, Format, LogFormat, Match, Per};
 use crate::error::CurateError;
 use crate::window::{Window, parse_duration, parse_time, sql_time};
 use crate::{TraceStarts, export_dataset};
@@ -172,6 +173,7 @@ impl JobFile {
             .map_err(|e| CurateError::BadArgs(format!("job match: {e}")))?;
         Ok(Args {
             command: None,
+            log_format: LogFormat::default(),
             store: self.store.clone(),
             rules: self.rules.clone(),
             match_,
@@ -546,7 +548,12 @@ pub async fn run(
         lookback,
         json,
     };
-    let result = run.windows(&mut state, latest.pending).await;
+    // Every line the run logs carries its invocation (the run id).
+    let span = tracing::info_span!("job_run", job = %job.name, invocation = %invocation);
+    let result = run
+        .windows(&mut state, latest.pending)
+        .instrument(span)
+        .await;
     if result.is_err() {
         run.mark_failed(&mut state).await;
     }

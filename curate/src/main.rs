@@ -1,5 +1,5 @@
 use clap::Parser;
-use curate::cli::{Args, Command};
+use curate::cli::{Args, Command, LogFormat};
 
 #[tokio::main]
 async fn main() {
@@ -16,13 +16,16 @@ async fn main() {
         Some(Command::Job { .. } | Command::Retention { .. } | Command::Compact { .. }) => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match curate::run(args).await {
         Ok(out) => print!("{out}"),
         Err(e) => {

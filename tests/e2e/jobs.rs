@@ -1,7 +1,7 @@
 //! Scheduled jobs and the store's lifecycle: `curate job run` around new data, late spans, a
 //! killed run and a concurrent run; `--dry-run`; `curate retention`. Local and S3 stores.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -236,13 +236,36 @@ async fn job_runs_select_and_judge_every_trace_exactly_once() -> TestResult {
     spans.extend(trace(2, t1 - 1200 * SEC));
     spans.extend(trace(3, t1 - 120 * SEC));
     ingest_spans(dir.path(), &opts, spans).await?;
-    let (code, stdout, stderr) = run_job(&job, t1, &judge, &[])?;
+    let json_logs = [("CURATE_LOG_FORMAT".to_string(), "json".to_string())];
+    let (code, stdout, stderr) = run_job(&job, t1, &judge, &json_logs)?;
     assert_eq!(code, 0, "{stdout}{stderr}");
     let report: Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())?;
     assert_eq!(
         (report["selected"].as_u64(), report["judged"].as_u64()),
         (Some(2), Some(2)),
         "{report}"
+    );
+    // Structured logs: every stderr line a JSON object, the run's lines with its invocation.
+    let logs: Vec<Value> = stderr
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let invocations: BTreeSet<&str> = logs
+        .iter()
+        .filter_map(|l| {
+            l["span"]["invocation"]
+                .as_str()
+                .or(l["fields"]["invocation"].as_str())
+        })
+        .collect();
+    assert_eq!(
+        invocations.len(),
+        1,
+        "one run id across the run's lines: {stderr}"
+    );
+    assert!(
+        logs.iter().filter(|l| !l["span"].is_null()).count() > 0,
+        "lines logged inside the run carry its span: {stderr}"
     );
     let jobs_dir = out.join("nightly");
     let first = selected_per_trace(&jobs_dir)?;
