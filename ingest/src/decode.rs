@@ -7,6 +7,7 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use schemas::convert::validate_span;
+use schemas::json_wire::transcode;
 use schemas::wire::scan_request;
 
 use crate::error::IngestError;
@@ -40,38 +41,54 @@ fn not_protobuf(e: impl std::fmt::Display) -> IngestError {
     ))
 }
 
+fn not_json(e: impl std::fmt::Display) -> IngestError {
+    IngestError::Decode(format!(
+        "body is not valid OTLP/JSON (ids must be hex, enums integers, keys lowerCamelCase): {e}"
+    ))
+}
+
+/// An OTLP/JSON body as the protobuf it stands for (`schemas::json_wire`).
+fn json_to_protobuf(body: &[u8]) -> Result<Bytes, IngestError> {
+    transcode(body).map(Bytes::from).map_err(not_json)
+}
+
 /// Decodes an ExportTraceServiceRequest into prost structs.
 pub fn decode(body: &[u8], encoding: Encoding) -> Result<ExportTraceServiceRequest, IngestError> {
     match encoding {
         Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(not_protobuf),
-        Encoding::Json => serde_json::from_slice(body).map_err(|e| {
-            IngestError::Decode(format!(
-                "body is not valid OTLP/JSON (ids must be hex, enums integers, keys lowerCamelCase): {e}"
-            ))
-        }),
+        Encoding::Json => {
+            ExportTraceServiceRequest::decode(json_to_protobuf(body)?).map_err(not_json)
+        }
     }
 }
 
 /// Validates a request body and returns what goes to the WAL. A protobuf body is checked in
-/// place (`schemas::wire`) and, when every span is accepted, written as it came; only a
-/// request with refused spans is decoded into structs to drop them.
+/// place (`schemas::wire`) and, when every span is accepted, written as it came; a JSON body
+/// is transcoded to protobuf first and then takes the same path. Only a request with refused
+/// spans is decoded into structs to drop them.
 pub fn validate(body: Bytes, encoding: Encoding) -> Result<Accepted, IngestError> {
-    if encoding == Encoding::Protobuf {
-        let scan = scan_request(&body).map_err(not_protobuf)?;
-        if scan.rejected == 0 {
-            return Ok(Accepted {
-                payload: if scan.accepted == 0 {
-                    Bytes::new()
-                } else {
-                    body
-                },
-                accepted: scan.accepted,
-                rejected: 0,
-                message: String::new(),
-            });
-        }
+    let body = match encoding {
+        Encoding::Protobuf => body,
+        Encoding::Json => json_to_protobuf(&body)?,
+    };
+    // The transcoder writes only what the scan accepts: for JSON a refusal would be its bug.
+    let scan = scan_request(&body).map_err(|e| match encoding {
+        Encoding::Protobuf => not_protobuf(e),
+        Encoding::Json => not_json(e),
+    })?;
+    if scan.rejected == 0 {
+        return Ok(Accepted {
+            payload: if scan.accepted == 0 {
+                Bytes::new()
+            } else {
+                body
+            },
+            accepted: scan.accepted,
+            rejected: 0,
+            message: String::new(),
+        });
     }
-    Ok(accept(decode(&body, encoding)?))
+    Ok(accept(decode(&body, Encoding::Protobuf)?))
 }
 
 /// What a request leaves after validation.
@@ -185,6 +202,36 @@ mod tests {
         let kept = ExportTraceServiceRequest::decode(a.payload).unwrap_or_default();
         assert_eq!(kept.resource_spans[0].scope_spans.len(), 1);
         assert_eq!(kept.resource_spans[0].scope_spans[0].spans[0].name, "good");
+    }
+
+    #[test]
+    fn a_json_body_takes_the_protobuf_path_and_refused_spans_are_dropped() {
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(vec![7; 16], "good"), span(vec![0; 16], "zeros")],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let json = serde_json::to_vec(&req).unwrap_or_default();
+        let a = validate(Bytes::from(json), Encoding::Json).expect("valid OTLP/JSON");
+        assert_eq!((a.accepted, a.rejected), (1, 1));
+        assert!(a.message.contains("trace_id is all zeros"), "{}", a.message);
+        let kept = ExportTraceServiceRequest::decode(a.payload).unwrap_or_default();
+        assert_eq!(kept.resource_spans[0].scope_spans[0].spans.len(), 1);
+        assert_eq!(kept.resource_spans[0].scope_spans[0].spans[0].name, "good");
+
+        let bad = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"xyz"}]}]}]}"#;
+        let err = validate(Bytes::from_static(bad), Encoding::Json)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("resourceSpans[0].scopeSpans[0].spans[0].traceId: not hex"),
+            "{err}"
+        );
     }
 
     #[test]

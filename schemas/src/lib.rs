@@ -12,6 +12,7 @@
 pub mod columns;
 pub mod convert;
 pub mod error;
+pub mod json_wire;
 pub mod layout;
 pub mod parquet_file;
 pub mod prices;
