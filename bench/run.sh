@@ -16,6 +16,14 @@
 #    (bench/curate_vs_duckdb.py), as a ratio. BENCH_CURATE_SEEDS=N sends N corpora of distinct
 #    traces (N x ~1M spans; 10 for the 10M-span figure); BENCH_CURATE_STORE=DIR uses an
 #    existing store instead.
+#
+# BENCH_ONLY=curate runs part 3 alone and prints its figures (nothing is appended): it builds
+# a store of BENCH_CURATE_SEEDS corpora spread over a day of hourly partitions (loadgen
+# --hours 24, as a day of live traffic lands) in BENCH_CURATE_STORE, or a temporary
+# directory, keeping a store that already has span files. Only curate, ingest and loadgen
+# are built then.
+#
+#   BENCH_ONLY=curate BENCH_CURATE_SEEDS=10 BENCH_CURATE_STORE=/tmp/store10m bench/run.sh
 # 4. eval-runner: items/s and CPU per item against a judge with 50 ms latency at concurrency 64
 #    (bench/eval_runner.sh).
 set -euo pipefail
@@ -25,7 +33,12 @@ conc=${BENCH_CONCURRENCY:-8}
 traces=${BENCH_TRACES:-130000}
 bin=target/release
 
-cargo build --release --bins
+only=${BENCH_ONLY:-}
+if [ "$only" = curate ]; then
+  cargo build --release -p trace2eval-curate -p trace2eval-ingest -p trace2eval-tests --bins
+else
+  cargo build --release --bins
+fi
 scripts/pyenv.sh >/dev/null
 py=.venv/bin/python
 work=$(mktemp -d)
@@ -64,6 +77,35 @@ load() { # protocol url pid out.json
     >"$4" 2>/dev/null
 }
 
+# Sends corpora FROM..TO (seeds) once each, paced below the flush limit so that no request is
+# refused, to the running ingest; extra loadgen arguments follow.
+send_seeds() {
+  local from=$1 to=$2 seed
+  shift 2
+  for seed in $(seq "$from" "$to"); do
+    "$bin/loadgen" --grpc "$ING_GRPC" --traces "$traces" --once --seed "$seed" --rate 300 \
+      --seconds 3600 --concurrency "$conc" --json "$@" >/dev/null 2>&1
+  done
+}
+
+if [ "$only" = curate ]; then
+  store=${BENCH_CURATE_STORE:-$work/curate/store}
+  if [ -z "$(find "$store/spans" -name '*.parquet' -print -quit 2>/dev/null)" ]; then
+    echo "== curate store: ${BENCH_CURATE_SEEDS:-1} corpora of $traces traces into $store" >&2
+    start_ingest curate
+    # ingest writes under $work/curate/store; move it where asked once flushed.
+    send_seeds 1 "${BENCH_CURATE_SEEDS:-1}" --hours 24
+    stop_ingest
+    if [ "$store" != "$work/curate/store" ]; then
+      mkdir -p "$store"
+      mv "$work/curate/store/spans" "$store/spans"
+    fi
+  fi
+  echo "== curate vs DuckDB on $store" >&2
+  $py bench/curate_vs_duckdb.py "$store" --curate "$bin/curate" --runs "${BENCH_CURATE_RUNS:-3}"
+  exit 0
+fi
+
 echo "== ingest and null receiver, ${secs}s each, concurrency $conc" >&2
 for proto in grpc http; do
   start_ingest "ingest-$proto"
@@ -92,10 +134,7 @@ find "$work/storage/store/spans" -name '*.parquet' -printf '%s\n' | awk '{s+=$1}
   >"$work/storage.bytes"
 if [ "${BENCH_CURATE_SEEDS:-1}" -gt 1 ]; then
   start_ingest storage
-  for seed in $(seq 2 "$BENCH_CURATE_SEEDS"); do
-    "$bin/loadgen" --grpc "$ING_GRPC" --traces "$traces" --once --seed "$seed" --rate 300 \
-      --seconds 3600 --concurrency "$conc" --json >/dev/null 2>&1
-  done
+  send_seeds 2 "$BENCH_CURATE_SEEDS"
   stop_ingest
 fi
 store=${BENCH_CURATE_STORE:-$work/storage/store}

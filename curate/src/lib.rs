@@ -159,14 +159,31 @@ fn rule_queries(args: &Args) -> Result<Vec<RuleQuery>, CurateError> {
     Ok(out)
 }
 
-async fn print_query(catalog: &Catalog, sql: &str, json: bool) -> Result<String, CurateError> {
+/// Runs `--sql` and renders its result. `opened` is how long opening the catalog took: with
+/// planning and running it goes into one `query` line at info (`RUST_LOG=curate=info`), the
+/// query's own time without the process start (bench/curate_vs_duckdb.py reads it).
+async fn print_query(
+    catalog: &Catalog,
+    sql: &str,
+    json: bool,
+    opened: std::time::Duration,
+) -> Result<String, CurateError> {
+    let started = Instant::now();
     // SQL that does not parse or plan is the argument's fault (exit 2), with the reason.
     let planned = catalog
         .ctx
         .sql(sql)
         .await
         .map_err(|e| CurateError::BadArgs(format!("--sql: {e}")))?;
+    let plan = started.elapsed();
     let batches = planned.collect().await?;
+    tracing::info!(
+        open_ms = opened.as_secs_f64() * 1e3,
+        plan_ms = plan.as_secs_f64() * 1e3,
+        run_ms = (started.elapsed() - plan).as_secs_f64() * 1e3,
+        rows = batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+        "query"
+    );
     if json {
         let mut buf = Vec::new();
         let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut buf);
@@ -235,6 +252,7 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
     if let Some(sql) = args.sql.as_deref().filter(|_| args.out.is_none()) {
         let prices = Prices::load(args.prices.as_deref())
             .map_err(|e| CurateError::BadArgs(e.to_string()))?;
+        let opening = Instant::now();
         let catalog = Catalog::open(
             &args.store,
             CatalogOptions {
@@ -244,7 +262,7 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
             },
         )
         .await?;
-        return print_query(&catalog, sql, args.json).await;
+        return print_query(&catalog, sql, args.json, opening.elapsed()).await;
     }
     let summary = export_dataset(&args, now, window, None).await?;
     Ok(if args.json {
