@@ -42,6 +42,7 @@
 use std::fmt;
 
 use base64::Engine as _;
+use prost::encoding::{encode_varint, encoded_len_varint};
 
 /// What is wrong with a body, where: the path of keys and indexes from the request down
 /// (`resourceSpans[0].scopeSpans[1].spans[3].traceId`) and the byte offset.
@@ -854,7 +855,7 @@ impl<'a> Transcoder<'a> {
     // ---- protobuf output -------------------------------------------------------------------
 
     fn put_key(&mut self, tag: u32, wire_type: u32) {
-        put_varint(&mut self.out, u64::from(tag << 3 | wire_type));
+        encode_varint(u64::from(tag << 3 | wire_type), &mut self.out);
     }
 
     /// Starts a length-delimited field with `reserve` bytes for its length; returns where
@@ -866,28 +867,9 @@ impl<'a> Transcoder<'a> {
         at
     }
 
-    /// Writes the length of the field opened at `at`, moving its body when the length does
-    /// not take the `reserve`d bytes.
+    /// Writes the length of the field opened at `at` (see [`patch_len`]).
     fn close(&mut self, at: usize, reserve: usize) {
-        let body = at + reserve;
-        let len = self.out.len() - body;
-        let need = varint_len(len as u64);
-        if need != reserve {
-            let end = self.out.len();
-            if need > reserve {
-                self.out.resize(end + need - reserve, 0);
-            }
-            self.out.copy_within(body..end, at + need);
-            self.out.truncate(at + need + len);
-        }
-        let mut v = len as u64;
-        for slot in &mut self.out[at..at + need] {
-            *slot = (v as u8 & 0x7f) | 0x80;
-            v >>= 7;
-        }
-        if let Some(last) = self.out.get_mut(at + need - 1) {
-            *last &= 0x7f;
-        }
+        patch_len(&mut self.out, at, reserve);
     }
 
     /// A nested message: `body` reads the JSON object and writes its fields.
@@ -947,7 +929,7 @@ impl<'a> Transcoder<'a> {
         let mark = self.out.len();
         if str.escaped {
             // The decoded string is at most as long as the escaped one.
-            let reserve = varint_len((str.end - str.start) as u64);
+            let reserve = encoded_len_varint((str.end - str.start) as u64);
             let at = self.open(tag, reserve);
             unescape(self.src, &str, &mut self.out)
                 .map_err(|(at, what)| self.error_at(at, what))?;
@@ -963,7 +945,7 @@ impl<'a> Transcoder<'a> {
                 return Err(self.error_at(str.start, "string is not UTF-8"));
             }
             self.put_key(tag, LEN);
-            put_varint(&mut self.out, s.len() as u64);
+            encode_varint(s.len() as u64, &mut self.out);
             self.out.extend_from_slice(s);
         }
         Ok(())
@@ -989,23 +971,15 @@ impl<'a> Transcoder<'a> {
     fn base64(&mut self, tag: u32) -> Result<()> {
         self.with_string("a base64 string", |s, out| {
             let estimate = base64::decoded_len_estimate(s.len());
-            let reserve = varint_len(estimate as u64);
-            put_varint(out, u64::from(tag << 3 | LEN));
+            let reserve = encoded_len_varint(estimate as u64);
+            encode_varint(u64::from(tag << 3 | LEN), out);
             let at = out.len();
             out.resize(at + reserve + estimate, 0);
             let n = base64::engine::general_purpose::STANDARD
                 .decode_slice(s, &mut out[at + reserve..])
                 .map_err(|e| format!("not base64: {e}"))?;
             out.truncate(at + reserve + n);
-            // Rewrite the length minimally: move the bytes when it is shorter.
-            let need = varint_len(n as u64);
-            if need != reserve {
-                out.copy_within(at + reserve.., at + need);
-                out.truncate(at + need + n);
-            }
-            let mut len = Vec::with_capacity(need);
-            put_varint(&mut len, n as u64);
-            out[at..at + need].copy_from_slice(&len);
+            patch_len(out, at, reserve);
             Ok(())
         })
     }
@@ -1014,7 +988,7 @@ impl<'a> Transcoder<'a> {
         let v = self.uint32()?;
         if v != 0 {
             self.put_key(tag, VARINT);
-            put_varint(&mut self.out, u64::from(v));
+            encode_varint(u64::from(v), &mut self.out);
         }
         Ok(())
     }
@@ -1024,7 +998,7 @@ impl<'a> Transcoder<'a> {
         if v != 0 {
             self.put_key(tag, VARINT);
             // int32 is sign-extended to 64 bits on the wire.
-            put_varint(&mut self.out, i64::from(v) as u64);
+            encode_varint(i64::from(v) as u64, &mut self.out);
         }
         Ok(())
     }
@@ -1065,7 +1039,7 @@ impl<'a> Transcoder<'a> {
 
     /// The length slot of a message that may hold most of the rest of the body.
     fn big_reserve(&self) -> usize {
-        varint_len((self.src.len() - self.pos) as u64)
+        encoded_len_varint((self.src.len() - self.pos) as u64)
     }
 
     fn resource_spans(&mut self) -> Result<()> {
@@ -1269,7 +1243,7 @@ impl<'a> Transcoder<'a> {
                 }),
                 3 => self.int64().map(|v| {
                     self.put_key(3, VARINT);
-                    put_varint(&mut self.out, v as u64);
+                    encode_varint(v as u64, &mut self.out);
                 }),
                 4 => self.double().map(|v| {
                     self.put_key(4, FIXED64);
@@ -1362,7 +1336,7 @@ fn classify(run: &[u8]) -> (bool, u8) {
 }
 
 fn is_utf8(bytes: &[u8], ascii: bool) -> bool {
-    ascii || simdutf8::basic::from_utf8(bytes).is_ok()
+    ascii || utf8(bytes, false).is_some()
 }
 
 /// `bytes` as UTF-8, checked unless known to be ASCII.
@@ -1502,8 +1476,8 @@ fn put_hex(out: &mut Vec<u8>, tag: u32, hex: &[u8]) -> std::result::Result<(), S
     if let Some(i) = digits.iter().position(|&d| HEX[usize::from(d)] > 0xf) {
         return Err(format!("not hex: {:?} at digit {i}", char::from(digits[i])));
     }
-    put_varint(out, u64::from(tag << 3 | LEN));
-    put_varint(out, (digits.len() / 2) as u64);
+    encode_varint(u64::from(tag << 3 | LEN), out);
+    encode_varint((digits.len() / 2) as u64, out);
     out.extend(
         digits
             .chunks_exact(2)
@@ -1512,17 +1486,29 @@ fn put_hex(out: &mut Vec<u8>, tag: u32, hex: &[u8]) -> std::result::Result<(), S
     Ok(())
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
+/// Writes the length of the length-delimited field whose body starts `reserve` bytes after
+/// `at` and runs to the end of `out`, moving the body when its length takes another number of
+/// bytes than reserved, so the output stays canonical protobuf.
+fn patch_len(out: &mut Vec<u8>, at: usize, reserve: usize) {
+    let body = at + reserve;
+    let len = out.len() - body;
+    let need = encoded_len_varint(len as u64);
+    if need != reserve {
+        let end = out.len();
+        if need > reserve {
+            out.resize(end + need - reserve, 0);
+        }
+        out.copy_within(body..end, at + need);
+        out.truncate(at + need + len);
+    }
+    let mut v = len as u64;
+    for slot in &mut out[at..at + need] {
+        *slot = (v as u8 & 0x7f) | 0x80;
         v >>= 7;
     }
-    out.push(v as u8);
-}
-
-fn varint_len(v: u64) -> usize {
-    // Seven bits a byte; 0 takes one byte too.
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    if let Some(last) = out.get_mut(at + need - 1) {
+        *last &= 0x7f;
+    }
 }
 
 #[cfg(test)]
@@ -1541,30 +1527,8 @@ mod tests {
     use prost::Message;
 
     use super::*;
+    use crate::test_rng::Rng;
     use crate::wire::scan_request;
-
-    /// xorshift64*: deterministic requests and mutations without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-        fn chance(&mut self, percent: usize) -> bool {
-            self.below(100) < percent
-        }
-        fn pick<'s>(&mut self, items: &[&'s str]) -> &'s str {
-            items[self.below(items.len())]
-        }
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
 
     /// Text as LLM spans carry it: prompts and completions with quotes, newlines, non-ASCII,
     /// control characters and JSON inside strings.

@@ -19,6 +19,8 @@ pub mod prices;
 pub mod read;
 pub mod span_table;
 pub mod store;
+#[cfg(test)]
+mod test_rng;
 pub mod wire;
 
 pub use error::SchemaError;

@@ -688,6 +688,7 @@ mod tests {
 
     use super::*;
     use crate::convert::{PartitionedBatches, validate_span};
+    use crate::test_rng::Rng;
 
     fn kv(key: &str, value: Value) -> KeyValue {
         KeyValue {
@@ -827,20 +828,6 @@ mod tests {
             hex::encode(bytes)
         );
         true
-    }
-
-    /// xorshift64*: deterministic mutations without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
     }
 
     #[test]
