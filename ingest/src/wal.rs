@@ -32,6 +32,8 @@ const RECORD_HEADER_LEN: usize = 8;
 const MAX_RECORD_LEN: usize = 1 << 31;
 /// Most data written per group commit, so one fsync does not wait on an unbounded batch.
 const MAX_GROUP_BYTES: usize = 64 << 20;
+/// Group buffer kept between group commits; a larger one (a burst's) is freed after its group.
+const KEPT_BUFFER_BYTES: usize = 8 << 20;
 const WRITER_ID_FILE: &str = "writer-id";
 const LOCK_FILE: &str = "LOCK";
 
@@ -55,7 +57,9 @@ pub struct WalConfig {
 
 enum Command {
     Append {
-        record: Vec<u8>,
+        /// The record up to its payload (length, crc, tenant), computed on the caller's thread.
+        head: Vec<u8>,
+        payload: bytes::Bytes,
         reply: oneshot::Sender<std::io::Result<()>>,
     },
     /// Seal and stop the writer thread; the sealed channel closes when it exits.
@@ -107,18 +111,26 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}.wal"))
 }
 
-/// Encodes one WAL record.
-pub fn encode_record(tenant: &str, payload: &[u8]) -> Vec<u8> {
+/// The head of a WAL record (length, crc, tenant), which `payload` completes.
+fn record_head(tenant: &str, payload: &[u8]) -> Vec<u8> {
     let tenant = &tenant.as_bytes()[..tenant.len().min(255)];
     let len = 1 + tenant.len() + payload.len();
-    let mut rec = Vec::with_capacity(RECORD_HEADER_LEN + len);
-    rec.extend_from_slice(&(len as u32).to_le_bytes());
-    rec.extend_from_slice(&[0; 4]);
-    rec.push(tenant.len() as u8);
-    rec.extend_from_slice(tenant);
+    let mut head = Vec::with_capacity(RECORD_HEADER_LEN + 1 + tenant.len());
+    head.extend_from_slice(&(len as u32).to_le_bytes());
+    head.extend_from_slice(&[0; 4]);
+    head.push(tenant.len() as u8);
+    head.extend_from_slice(tenant);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head[RECORD_HEADER_LEN..]);
+    crc.update(payload);
+    head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+    head
+}
+
+/// Encodes one WAL record.
+pub fn encode_record(tenant: &str, payload: &[u8]) -> Vec<u8> {
+    let mut rec = record_head(tenant, payload);
     rec.extend_from_slice(payload);
-    let crc = crc32fast::hash(&rec[RECORD_HEADER_LEN..]);
-    rec[4..8].copy_from_slice(&crc.to_le_bytes());
     rec
 }
 
@@ -300,6 +312,7 @@ pub fn open(cfg: WalConfig, metrics: Arc<Metrics>) -> Result<Opened, IngestError
         sealed: sealed_tx,
         shared: shared.clone(),
         metrics,
+        buffer: Vec::new(),
         _lock: lock,
     };
     let writer = std::thread::Builder::new()
@@ -329,12 +342,16 @@ impl Wal {
     }
 
     /// Appends one record and returns once it is fsynced.
-    pub async fn append(&self, tenant: &str, payload: &[u8]) -> Result<(), IngestError> {
+    pub async fn append(&self, tenant: &str, payload: bytes::Bytes) -> Result<(), IngestError> {
         self.check_backlog()?;
         let (reply, done) = oneshot::channel();
-        let record = encode_record(tenant, payload);
+        let head = record_head(tenant, &payload);
         self.tx
-            .send(Command::Append { record, reply })
+            .send(Command::Append {
+                head,
+                payload,
+                reply,
+            })
             .map_err(|_| self.closed())?;
         done.await
             .map_err(|_| self.closed())?
@@ -392,6 +409,8 @@ struct Writer {
     sealed: tmpsc::UnboundedSender<Segment>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
+    /// The group being written, kept between groups so that each does not grow a fresh one.
+    buffer: Vec<u8>,
     _lock: File,
 }
 
@@ -412,14 +431,19 @@ impl Writer {
                     return;
                 }
             };
-            let mut buf = Vec::new();
+            let mut buf = std::mem::take(&mut self.buffer);
             let mut appends = Vec::new();
             let mut close = None;
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
-                    Command::Append { record, reply } => {
-                        buf.extend_from_slice(&record);
+                    Command::Append {
+                        head,
+                        payload,
+                        reply,
+                    } => {
+                        buf.extend_from_slice(&head);
+                        buf.extend_from_slice(&payload);
                         appends.push(reply);
                     }
                     Command::Close { reply } => close = Some(reply),
@@ -436,6 +460,11 @@ impl Writer {
                         Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
                     });
                 }
+            }
+            buf.clear();
+            // A burst's buffer is given back rather than held for the life of the process.
+            if buf.capacity() <= KEPT_BUFFER_BYTES {
+                self.buffer = buf;
             }
             if let Some(reply) = close {
                 let _ = reply.send(self.seal());
@@ -588,6 +617,60 @@ mod tests {
         assert_eq!(r.next_record(), Some(("default".into(), b"first".to_vec())));
         assert_eq!(r.next_record(), Some(("acme".into(), b"second".to_vec())));
         assert_eq!(r.next_record(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    /// Records appended one at a time (each its own group commit) and in a burst (groups
+    /// shared between requests) read back whole, each with its tenant.
+    #[tokio::test]
+    async fn records_alone_and_in_groups_read_back_whole() -> Result<(), IngestError> {
+        let dir = temp_dir("groups");
+        let cfg = WalConfig {
+            dir: dir.clone(),
+            segment_max_bytes: 1 << 30,
+            segment_max_age: Duration::from_secs(3600),
+            max_backlog: 1 << 30,
+            retry_after: Duration::from_secs(1),
+        };
+        let opened = open(cfg, Arc::new(Metrics::default()))?;
+        let mut sealed = opened.sealed;
+        let payloads: Vec<Vec<u8>> = [1usize, 4071, 4096, 10_000, 3, 9 << 20]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
+            .collect();
+        let mut expected = Vec::new();
+        for (i, p) in payloads.iter().enumerate() {
+            let tenant = format!("t{i}");
+            opened.wal.append(&tenant, p.clone().into()).await?;
+            expected.push((tenant, p.clone()));
+        }
+        let burst = payloads.iter().enumerate().map(|(i, p)| {
+            let wal = opened.wal.clone();
+            async move {
+                let tenant = format!("b{i}");
+                wal.append(&tenant, p.clone().into())
+                    .await
+                    .map(|()| (tenant, p.clone()))
+            }
+        });
+        for r in futures::future::join_all(burst).await {
+            expected.push(r?);
+        }
+        opened.wal.close().await?;
+        let segment = sealed
+            .recv()
+            .await
+            .ok_or_else(|| IngestError::Config("no segment sealed".into()))?;
+        let mut r = SegmentReader::open(&segment.path)?;
+        let mut got = Vec::new();
+        while let Some(rec) = r.next_record() {
+            got.push(rec);
+        }
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected);
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }

@@ -126,18 +126,44 @@ pub fn span_schema() -> SchemaRef {
     SPAN_SCHEMA.clone()
 }
 
-/// Writer settings of every span file: zstd, page-level statistics (which also writes the page
-/// index), a bloom filter on `trace_id` for trace lookups, and the schema version.
-pub fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+/// Columns whose values are (nearly) all distinct, where a dictionary only costs hashing
+/// before the writer gives up on it.
+const UNIQUE_COLUMNS: [&str; 4] = [c::SPAN_ID, c::START_TIME, c::END_TIME, c::DURATION_NS];
+
+static WRITER_PROPERTIES: LazyLock<WriterProperties> = LazyLock::new(|| {
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_column_bloom_filter_enabled(ColumnPath::from(c::TRACE_ID), true)
         .set_column_bloom_filter_fpp(ColumnPath::from(c::TRACE_ID), 0.01)
+        // Sized for a full row group (folded down when smaller), not parquet's default of a
+        // million values, which every open file would hold in memory.
+        .set_column_bloom_filter_max_ndv(ColumnPath::from(c::TRACE_ID), ROW_GROUP_ROWS as u64)
         .set_key_value_metadata(Some(vec![KeyValue::new(
             SCHEMA_VERSION_KEY.to_string(),
             SCHEMA_VERSION.to_string(),
-        )]))
-        .build()
+        )]));
+    for name in UNIQUE_COLUMNS {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(name), false);
+    }
+    // Min/max of the values inside attribute maps, events and links prune nothing (no reader
+    // pushes a predicate into a map or list), yet comparing every long message text for them
+    // is a visible share of the encoding time. Top-level columns keep page statistics.
+    if let Ok(descriptor) = parquet::arrow::ArrowSchemaConverter::new().convert(&SPAN_SCHEMA) {
+        for column in descriptor.columns() {
+            if column.max_rep_level() > 0 {
+                builder = builder
+                    .set_column_statistics_enabled(column.path().clone(), EnabledStatistics::None);
+            }
+        }
+    }
+    builder.build()
+});
+
+/// Writer settings of every span file: zstd, page-level statistics on top-level columns
+/// (which also writes the page index), a bloom filter on `trace_id` for trace lookups, no
+/// dictionary on columns of unique values, and the schema version.
+pub fn writer_properties() -> WriterProperties {
+    WRITER_PROPERTIES.clone()
 }

@@ -34,7 +34,9 @@ impl Receiver {
         m.spans_rejected
             .fetch_add(accepted.rejected, Ordering::Relaxed);
         if accepted.accepted > 0 {
-            self.wal.append(&self.tenant, &accepted.payload).await?;
+            self.wal
+                .append(&self.tenant, accepted.payload.clone())
+                .await?;
             m.spans_accepted
                 .fetch_add(accepted.accepted, Ordering::Relaxed);
         }
