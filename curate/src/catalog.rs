@@ -2,6 +2,8 @@
 //! schema and Hive partitions, and the views every rule and query uses:
 //!
 //! - `spans`: the table within the time window (and tenant), partition-pruned.
+//! - `llm_usage`: one row per span whose token usage counts toward its trace (see below):
+//!   trace and span id, model, input and output tokens, cost. Typed columns only.
 //! - `llm_calls`: one row per LLM call span, with messages normalised across dialects
 //!   (`extract`) and whether its token usage counts toward the trace (`usage_counted`).
 //! - `traces`: one row per trace: root span, times, errors, counts, models, tokens and cost
@@ -36,6 +38,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StructArray};
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
+use datafusion::config::ConfigOptions;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -46,7 +49,6 @@ use object_store::ObjectStore;
 use schemas::columns as c;
 use schemas::layout::StoreUrl;
 use schemas::prices::Prices;
-use schemas::read::Attributes;
 use schemas::span_table::span_schema;
 use url::Url;
 
@@ -141,12 +143,14 @@ pub const IS_LLM_CALL: &str = "(gen_ai_operation_name IN ('chat', 'text_completi
      OR attributes['openinference.span.kind'] = 'LLM' \
      OR gen_ai_input_tokens IS NOT NULL OR gen_ai_output_tokens IS NOT NULL)";
 
-const LLM_CALLS_VIEW: &str = "CREATE VIEW llm_calls AS
-WITH calls AS (
-  SELECT *, llm_io(attributes, events) AS io FROM spans WHERE {IS_LLM_CALL}
-),
-usage AS (
+/// Token usage as it counts toward traces: one row per span with token counts whose usage
+/// counts (see the module docs), with its model and cost. It reads only typed columns, so the
+/// totals of `traces` (and `costly`) never decode the attribute maps, where the message texts
+/// are nearly all of a span's uncompressed bytes.
+const LLM_USAGE_VIEW: &str = "CREATE VIEW llm_usage AS
+WITH usage AS (
   SELECT trace_id, span_id, parent_span_id, start_time, end_time,
+    coalesce(gen_ai_response_model, gen_ai_request_model) AS model,
     coalesce(gen_ai_input_tokens, 0) AS input_tokens, coalesce(gen_ai_output_tokens, 0) AS output_tokens
   FROM spans WHERE gen_ai_input_tokens IS NOT NULL OR gen_ai_output_tokens IS NOT NULL
 ),
@@ -157,13 +161,18 @@ leaves AS (
   SELECT u.* FROM usage u
   LEFT JOIN usage_parents p ON p.trace_id = u.trace_id AND p.span_id = u.span_id
   WHERE p.span_id IS NULL
-),
-counted AS (
-  SELECT DISTINCT l.trace_id, l.span_id FROM leaves l
-  LEFT JOIN leaves o ON o.trace_id = l.trace_id
-    AND o.input_tokens = l.input_tokens AND o.output_tokens = l.output_tokens
-    AND o.span_id < l.span_id AND o.start_time <= l.end_time AND l.start_time <= o.end_time
-  WHERE o.span_id IS NULL
+)
+SELECT DISTINCT l.trace_id, l.span_id, l.model, l.input_tokens, l.output_tokens,
+  cost_usd(l.model, l.input_tokens, l.output_tokens) AS cost_usd
+FROM leaves l
+LEFT JOIN leaves o ON o.trace_id = l.trace_id
+  AND o.input_tokens = l.input_tokens AND o.output_tokens = l.output_tokens
+  AND o.span_id < l.span_id AND o.start_time <= l.end_time AND l.start_time <= o.end_time
+WHERE o.span_id IS NULL";
+
+const LLM_CALLS_VIEW: &str = "CREATE VIEW llm_calls AS
+WITH calls AS (
+  SELECT *, llm_io(attributes, events) AS io FROM spans WHERE {IS_LLM_CALL}
 )
 SELECT c.trace_id, c.span_id, c.parent_span_id, c.name, c.service_name, c.start_time, c.end_time,
   c.duration_ns, c.status_code, c.status_message,
@@ -177,7 +186,7 @@ SELECT c.trace_id, c.span_id, c.parent_span_id, c.name, c.service_name, c.start_
   c.io['system'] AS system_prompt, c.io['input'] AS input_messages,
   c.io['output'] AS output_messages, c.io['context'] AS context,
   c.session_id, c.user_id, c.tenant, c.date, c.hour
-FROM calls c LEFT JOIN counted k ON k.trace_id = c.trace_id AND k.span_id = c.span_id";
+FROM calls c LEFT JOIN llm_usage k ON k.trace_id = c.trace_id AND k.span_id = c.span_id";
 
 /// The root of a trace is its earliest span without a parent (ties broken by span id); a
 /// trace whose root has not arrived takes its span extent instead. One aggregation over the
@@ -192,9 +201,9 @@ FROM calls c LEFT JOIN counted k ON k.trace_id = c.trace_id AND k.span_id = c.sp
 const TRACES_VIEW: &str = "CREATE VIEW traces AS
 WITH totals AS (
   SELECT trace_id, count(*) AS llm_calls,
-    sum(coalesce(input_tokens, 0)) AS input_tokens, sum(coalesce(output_tokens, 0)) AS output_tokens,
+    sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
     sum(coalesce(cost_usd, 0.0)) AS cost_usd, array_agg(DISTINCT model) AS models
-  FROM llm_calls WHERE usage_counted GROUP BY trace_id
+  FROM llm_usage GROUP BY trace_id
 ),
 agg AS (
   SELECT trace_id, max(tenant) AS tenant, min(start_time) AS start_time, max(end_time) AS end_time,
@@ -273,19 +282,18 @@ fn llm_io_fields() -> Fields {
     ])
 }
 
-fn map_rows(a: &ArrayRef) -> Option<Vec<Attributes>> {
+/// The rows of a `map<string, string>` array as (key, value) pairs borrowed from it.
+fn map_rows(a: &ArrayRef) -> Option<Vec<Vec<(&str, Option<&str>)>>> {
     let m = a.as_map_opt()?;
     let keys = m.keys().as_string_opt::<i32>()?;
     let values = m.values().as_string_opt::<i32>()?;
     let offsets = m.value_offsets();
     Some(
-        (0..m.len())
-            .map(|row| {
-                (offsets[row] as usize..offsets[row + 1] as usize)
-                    .map(|j| {
-                        let v = values.is_valid(j).then(|| values.value(j).to_string());
-                        (keys.value(j).to_string(), v)
-                    })
+        offsets
+            .windows(2)
+            .map(|w| {
+                (w[0] as usize..w[1] as usize)
+                    .map(|j| (keys.value(j), values.is_valid(j).then(|| values.value(j))))
                     .collect()
             })
             .collect(),
@@ -323,7 +331,7 @@ fn llm_io_udf() -> Result<ScalarUDF, CurateError> {
             let ev_offsets = events.value_offsets();
             let mut cols: [StringBuilder; 4] = std::array::from_fn(|_| StringBuilder::new());
             for (row, a) in attrs.iter().enumerate() {
-                let evs: Vec<EventRef<'_>> = (ev_offsets[row] as usize
+                let evs: Vec<EventRef<'_, _>> = (ev_offsets[row] as usize
                     ..ev_offsets[row + 1] as usize)
                     .map(|j| EventRef {
                         name: ev_names.value(j),
@@ -350,6 +358,28 @@ fn llm_io_udf() -> Result<ScalarUDF, CurateError> {
     ))
 }
 
+/// Pushdown settings curate turns on, unless their `DATAFUSION_*` variable is set.
+const PUSHDOWN_DEFAULTS: [(&str, &str); 2] = [
+    ("datafusion.execution.parquet.pushdown_filters", "true"),
+    ("datafusion.execution.parquet.reorder_filters", "true"),
+];
+
+/// DataFusion's settings: its defaults, then any `DATAFUSION_*` environment variable (the
+/// option's key in upper case, dots as underscores, e.g. `DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`),
+/// with Parquet filter pushdown on by default: filters are evaluated while decoding, so the
+/// columns of rows they drop (an export's message texts of calls outside the selected traces)
+/// are never decoded.
+pub fn session_config() -> Result<SessionConfig, CurateError> {
+    let mut options = ConfigOptions::from_env()?;
+    for (key, value) in PUSHDOWN_DEFAULTS {
+        let var = key.to_uppercase().replace('.', "_");
+        if std::env::var_os(var).is_none() {
+            options.set(key, value)?;
+        }
+    }
+    Ok(options.into())
+}
+
 impl Catalog {
     /// Registers the store's span table and the views over `opts.window`.
     pub async fn open(store: &str, opts: CatalogOptions) -> Result<Self, CurateError> {
@@ -366,8 +396,7 @@ impl Catalog {
             location.store.clone(),
             root.as_str().into(),
         ));
-        let config = SessionConfig::new().with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = SessionContext::new_with_config(session_config()?.with_information_schema(true));
         ctx.register_object_store(&location.base, location.store.clone());
         let url = ListingTableUrl::parse(&location.spans_url)?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
@@ -383,6 +412,7 @@ impl Catalog {
         ctx.register_udf(llm_io_udf()?);
         for sql in [
             spans_view(&opts),
+            LLM_USAGE_VIEW.to_string(),
             LLM_CALLS_VIEW.replace("{IS_LLM_CALL}", IS_LLM_CALL),
             evals_view(&opts),
             TRACES_VIEW.to_string(),
@@ -390,5 +420,24 @@ impl Catalog {
             ctx.sql(&sql).await?;
         }
         Ok(Self { ctx, location })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parquet_filter_pushdown_is_on_unless_the_environment_turns_it_off() {
+        let on = session_config().expect("default settings");
+        assert!(on.options().execution.parquet.pushdown_filters);
+        assert!(on.options().execution.parquet.reorder_filters);
+        // SAFETY: no other thread of this test reads or writes the environment (nextest runs
+        // each test in its own process; under `cargo test` others would only see pushdown off,
+        // which changes no result).
+        unsafe { std::env::set_var("DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS", "false") };
+        let off = session_config().expect("settings from the environment");
+        assert!(!off.options().execution.parquet.pushdown_filters);
+        assert!(off.options().execution.parquet.reorder_filters);
     }
 }

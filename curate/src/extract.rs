@@ -59,17 +59,43 @@ pub struct LlmIo {
     pub context: Vec<String>,
 }
 
-/// An event of the span: name and attributes.
-pub struct EventRef<'a> {
-    pub name: &'a str,
-    pub attributes: &'a [(String, Option<String>)],
+/// An attribute as extraction reads it: a key and a value that may be null. The catalog
+/// lends the strings of the Arrow arrays in place (`(&str, Option<&str>)`), so nothing is
+/// copied for the many attributes no dialect asks for; fixtures own theirs.
+pub trait Attr {
+    fn key(&self) -> &str;
+    fn value(&self) -> Option<&str>;
 }
 
-fn attr<'a>(attrs: &'a [(String, Option<String>)], key: &str) -> Option<&'a str> {
+impl Attr for (String, Option<String>) {
+    fn key(&self) -> &str {
+        &self.0
+    }
+    fn value(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
+}
+
+impl Attr for (&str, Option<&str>) {
+    fn key(&self) -> &str {
+        self.0
+    }
+    fn value(&self) -> Option<&str> {
+        self.1
+    }
+}
+
+/// An event of the span: name and attributes.
+pub struct EventRef<'a, A> {
+    pub name: &'a str,
+    pub attributes: &'a [A],
+}
+
+fn attr<'a, A: Attr>(attrs: &'a [A], key: &str) -> Option<&'a str> {
     attrs
         .iter()
-        .find(|(k, _)| k == key)
-        .and_then(|(_, v)| v.as_deref())
+        .find(|a| a.key() == key)
+        .and_then(Attr::value)
         .filter(|v| !v.is_empty())
 }
 
@@ -159,16 +185,16 @@ fn output_from_json(text: &str) -> Option<Vec<Message>> {
 }
 
 /// Messages from indexed attributes `<prefix>.N.<role_key>` / `<prefix>.N.<content_key>`.
-fn indexed(
-    attrs: &[(String, Option<String>)],
+fn indexed<A: Attr>(
+    attrs: &[A],
     prefix: &str,
     role_key: &str,
     content_key: &str,
     default_role: &str,
 ) -> Vec<Message> {
     let mut by_index: BTreeMap<u32, (Option<&str>, Option<&str>)> = BTreeMap::new();
-    for (k, v) in attrs {
-        let Some(rest) = k.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
+    for a in attrs {
+        let Some(rest) = a.key().strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
             continue;
         };
         let Some((n, field)) = rest.split_once('.') else {
@@ -179,9 +205,9 @@ fn indexed(
         };
         let slot = by_index.entry(n).or_default();
         if field == role_key {
-            slot.0 = v.as_deref();
+            slot.0 = a.value();
         } else if field == content_key {
-            slot.1 = v.as_deref();
+            slot.1 = a.value();
         }
     }
     by_index
@@ -190,7 +216,7 @@ fn indexed(
         .collect()
 }
 
-fn from_events(events: &[EventRef<'_>]) -> (Vec<Message>, Vec<Message>) {
+fn from_events<A: Attr>(events: &[EventRef<'_, A>]) -> (Vec<Message>, Vec<Message>) {
     let mut input = Vec::new();
     let mut output = Vec::new();
     for e in events {
@@ -228,7 +254,7 @@ fn plain(text: Option<&str>, role: &str) -> Option<Vec<Message>> {
 }
 
 /// Extracts the normalised input, output, system prompt and context of an LLM call.
-pub fn extract(attrs: &[(String, Option<String>)], events: &[EventRef<'_>]) -> LlmIo {
+pub fn extract<A: Attr>(attrs: &[A], events: &[EventRef<'_, A>]) -> LlmIo {
     let (event_in, event_out) = from_events(events);
     let or_nonempty = |v: Vec<Message>| (!v.is_empty()).then_some(v);
 
@@ -513,7 +539,7 @@ mod tests {
             }
 
             fn extract(&self) -> LlmIo {
-                let events: Vec<EventRef<'_>> = self
+                let events: Vec<EventRef<'_, _>> = self
                     .events
                     .iter()
                     .map(|(name, attributes)| EventRef { name, attributes })

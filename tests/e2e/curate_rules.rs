@@ -879,3 +879,43 @@ async fn sequential_calls_with_equal_token_counts_both_count() -> TestResult {
     }
     Ok(())
 }
+
+/// OTLP delivery is at least once: a client that lost an acknowledgement sends the same spans
+/// again, and the store then holds them twice. Their token usage and cost still count once
+/// per call, in `traces` and in `llm_usage`.
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_delivered_twice_count_their_usage_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = planted();
+    let mut ingest = Ingest::start(&IngestOpts::local(dir.path()))?;
+    let mut client = Grpc::connect(ingest.grpc_url()).await?;
+    client.export(p.request.clone()).await?;
+    client.export(p.request.clone()).await?;
+    assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
+
+    let equal = id_of(&p, EQUAL_USAGE_CALLS)?;
+    let sent = p
+        .request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .filter(|s| hex::encode(&s.trace_id) == equal)
+        .count();
+    let sql = format!(
+        "SELECT t.span_count, t.llm_calls, t.input_tokens, t.output_tokens, t.cost_usd, \
+         (SELECT count(*) FROM llm_usage u WHERE u.trace_id = t.trace_id) AS usage_rows \
+         FROM traces t WHERE t.trace_id = '{equal}'"
+    );
+    let (code, stdout, stderr) = curate(dir.path(), &["--all", "--sql", &sql, "--json"])?;
+    assert_eq!(code, 0, "{stderr}");
+    let row: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(row["span_count"], 2 * sent, "every span stored twice: {row}");
+    assert_eq!(row["llm_calls"], 2, "{row}");
+    assert_eq!(row["usage_rows"], 2, "{row}");
+    assert_eq!(row["input_tokens"], 24_000, "{row}");
+    assert_eq!(row["output_tokens"], 18_000, "{row}");
+    let cost = row["cost_usd"].as_f64().ok_or("no cost")?;
+    assert!((cost - 2.0 * 0.0072).abs() < 1e-12, "{row}");
+    Ok(())
+}
