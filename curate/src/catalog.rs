@@ -428,16 +428,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parquet_filter_pushdown_is_on_unless_the_environment_turns_it_off() {
+    fn parquet_filter_pushdown_is_on_by_default() {
         let on = session_config().expect("default settings");
         assert!(on.options().execution.parquet.pushdown_filters);
         assert!(on.options().execution.parquet.reorder_filters);
-        // SAFETY: no other thread of this test reads or writes the environment (nextest runs
-        // each test in its own process; under `cargo test` others would only see pushdown off,
-        // which changes no result).
-        unsafe { std::env::set_var("DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS", "false") };
-        let off = session_config().expect("settings from the environment");
-        assert!(!off.options().execution.parquet.pushdown_filters);
-        assert!(off.options().execution.parquet.reorder_filters);
     }
 }
