@@ -194,7 +194,11 @@ fn indexed<A: Attr>(
 ) -> Vec<Message> {
     let mut by_index: BTreeMap<u32, (Option<&str>, Option<&str>)> = BTreeMap::new();
     for a in attrs {
-        let Some(rest) = a.key().strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
+        let Some(rest) = a
+            .key()
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('.'))
+        else {
             continue;
         };
         let Some((n, field)) = rest.split_once('.') else {

@@ -910,7 +910,11 @@ async fn spans_delivered_twice_count_their_usage_once() -> TestResult {
     let (code, stdout, stderr) = curate(dir.path(), &["--all", "--sql", &sql, "--json"])?;
     assert_eq!(code, 0, "{stderr}");
     let row: serde_json::Value = serde_json::from_str(stdout.trim())?;
-    assert_eq!(row["span_count"], 2 * sent, "every span stored twice: {row}");
+    assert_eq!(
+        row["span_count"],
+        2 * sent,
+        "every span stored twice: {row}"
+    );
     assert_eq!(row["llm_calls"], 2, "{row}");
     assert_eq!(row["usage_rows"], 2, "{row}");
     assert_eq!(row["input_tokens"], 24_000, "{row}");
