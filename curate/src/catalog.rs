@@ -53,7 +53,7 @@ use schemas::span_table::span_schema;
 use url::Url;
 
 use crate::error::CurateError;
-use crate::extract::{EventRef, extract};
+use crate::extract::{Attr, EventRef, extract};
 use crate::prices::cost_udf;
 use crate::window::Window;
 
@@ -283,7 +283,7 @@ fn llm_io_fields() -> Fields {
 }
 
 /// The rows of a `map<string, string>` array as (key, value) pairs borrowed from it.
-fn map_rows(a: &ArrayRef) -> Option<Vec<Vec<(&str, Option<&str>)>>> {
+fn map_rows(a: &ArrayRef) -> Option<Vec<Vec<Attr<'_>>>> {
     let m = a.as_map_opt()?;
     let keys = m.keys().as_string_opt::<i32>()?;
     let values = m.values().as_string_opt::<i32>()?;
@@ -331,7 +331,7 @@ fn llm_io_udf() -> Result<ScalarUDF, CurateError> {
             let ev_offsets = events.value_offsets();
             let mut cols: [StringBuilder; 4] = std::array::from_fn(|_| StringBuilder::new());
             for (row, a) in attrs.iter().enumerate() {
-                let evs: Vec<EventRef<'_, _>> = (ev_offsets[row] as usize
+                let evs: Vec<EventRef<'_>> = (ev_offsets[row] as usize
                     ..ev_offsets[row + 1] as usize)
                     .map(|j| EventRef {
                         name: ev_names.value(j),

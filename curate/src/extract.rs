@@ -59,43 +59,22 @@ pub struct LlmIo {
     pub context: Vec<String>,
 }
 
-/// An attribute as extraction reads it: a key and a value that may be null. The catalog
-/// lends the strings of the Arrow arrays in place (`(&str, Option<&str>)`), so nothing is
-/// copied for the many attributes no dialect asks for; fixtures own theirs.
-pub trait Attr {
-    fn key(&self) -> &str;
-    fn value(&self) -> Option<&str>;
-}
-
-impl Attr for (String, Option<String>) {
-    fn key(&self) -> &str {
-        &self.0
-    }
-    fn value(&self) -> Option<&str> {
-        self.1.as_deref()
-    }
-}
-
-impl Attr for (&str, Option<&str>) {
-    fn key(&self) -> &str {
-        self.0
-    }
-    fn value(&self) -> Option<&str> {
-        self.1
-    }
-}
+/// An attribute as extraction reads it: key and value (null values are `None`), borrowed
+/// from the Arrow arrays in place, so nothing is copied for the many attributes no dialect
+/// asks for.
+pub type Attr<'a> = (&'a str, Option<&'a str>);
 
 /// An event of the span: name and attributes.
-pub struct EventRef<'a, A> {
+pub struct EventRef<'a> {
     pub name: &'a str,
-    pub attributes: &'a [A],
+    pub attributes: &'a [Attr<'a>],
 }
 
-fn attr<'a, A: Attr>(attrs: &'a [A], key: &str) -> Option<&'a str> {
+fn attr<'a>(attrs: &[Attr<'a>], key: &str) -> Option<&'a str> {
     attrs
         .iter()
-        .find(|a| a.key() == key)
-        .and_then(Attr::value)
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| *v)
         .filter(|v| !v.is_empty())
 }
 
@@ -185,20 +164,16 @@ fn output_from_json(text: &str) -> Option<Vec<Message>> {
 }
 
 /// Messages from indexed attributes `<prefix>.N.<role_key>` / `<prefix>.N.<content_key>`.
-fn indexed<A: Attr>(
-    attrs: &[A],
+fn indexed<'a>(
+    attrs: &[Attr<'a>],
     prefix: &str,
     role_key: &str,
     content_key: &str,
     default_role: &str,
 ) -> Vec<Message> {
     let mut by_index: BTreeMap<u32, (Option<&str>, Option<&str>)> = BTreeMap::new();
-    for a in attrs {
-        let Some(rest) = a
-            .key()
-            .strip_prefix(prefix)
-            .and_then(|r| r.strip_prefix('.'))
-        else {
+    for &(k, v) in attrs {
+        let Some(rest) = k.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
             continue;
         };
         let Some((n, field)) = rest.split_once('.') else {
@@ -209,9 +184,9 @@ fn indexed<A: Attr>(
         };
         let slot = by_index.entry(n).or_default();
         if field == role_key {
-            slot.0 = a.value();
+            slot.0 = v;
         } else if field == content_key {
-            slot.1 = a.value();
+            slot.1 = v;
         }
     }
     by_index
@@ -220,7 +195,7 @@ fn indexed<A: Attr>(
         .collect()
 }
 
-fn from_events<A: Attr>(events: &[EventRef<'_, A>]) -> (Vec<Message>, Vec<Message>) {
+fn from_events(events: &[EventRef<'_>]) -> (Vec<Message>, Vec<Message>) {
     let mut input = Vec::new();
     let mut output = Vec::new();
     for e in events {
@@ -258,7 +233,7 @@ fn plain(text: Option<&str>, role: &str) -> Option<Vec<Message>> {
 }
 
 /// Extracts the normalised input, output, system prompt and context of an LLM call.
-pub fn extract<A: Attr>(attrs: &[A], events: &[EventRef<'_, A>]) -> LlmIo {
+pub fn extract(attrs: &[Attr<'_>], events: &[EventRef<'_>]) -> LlmIo {
     let (event_in, event_out) = from_events(events);
     let or_nonempty = |v: Vec<Message>| (!v.is_empty()).then_some(v);
 
@@ -357,11 +332,8 @@ pub fn extract<A: Attr>(attrs: &[A], events: &[EventRef<'_, A>]) -> LlmIo {
 mod tests {
     use super::*;
 
-    fn attrs(pairs: &[(&str, &str)]) -> Vec<(String, Option<String>)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-            .collect()
+    fn attrs<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<Attr<'a>> {
+        pairs.iter().map(|&(k, v)| (k, Some(v))).collect()
     }
 
     fn msg(role: &str, content: &str) -> Message {
@@ -451,12 +423,9 @@ mod tests {
 
     #[test]
     fn older_semconv_events() {
-        let sys = vec![("content".to_string(), Some("be nice".to_string()))];
-        let user = vec![("content".to_string(), Some("hello".to_string()))];
-        let choice = vec![(
-            "message".to_string(),
-            Some(r#"{"role":"assistant","content":"hi!"}"#.to_string()),
-        )];
+        let sys = [("content", Some("be nice"))];
+        let user = [("content", Some("hello"))];
+        let choice = [("message", Some(r#"{"role":"assistant","content":"hi!"}"#))];
         let events = [
             EventRef {
                 name: "gen_ai.system.message",
@@ -501,6 +470,14 @@ mod tests {
 
         type Attrs = Vec<(String, Option<String>)>;
 
+        /// Owned fixture attributes as extraction borrows them.
+        fn lent(attrs: &Attrs) -> Vec<Attr<'_>> {
+            attrs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .collect()
+        }
+
         /// An attribute value as ingest stores it: strings as is, numbers and booleans in
         /// their canonical text, arrays as compact JSON.
         fn render(v: &Value) -> Option<String> {
@@ -543,12 +520,15 @@ mod tests {
             }
 
             fn extract(&self) -> LlmIo {
-                let events: Vec<EventRef<'_, _>> = self
+                let event_attrs: Vec<Vec<Attr<'_>>> =
+                    self.events.iter().map(|(_, a)| lent(a)).collect();
+                let events: Vec<EventRef<'_>> = self
                     .events
                     .iter()
-                    .map(|(name, attributes)| EventRef { name, attributes })
+                    .zip(&event_attrs)
+                    .map(|((name, _), attributes)| EventRef { name, attributes })
                     .collect();
-                extract(&self.attrs, &events)
+                extract(&lent(&self.attrs), &events)
             }
 
             /// The raw fixture value of an attribute (`key`), or of a field inside a JSON
