@@ -127,13 +127,6 @@ fn record_head(tenant: &str, payload: &[u8]) -> Vec<u8> {
     head
 }
 
-/// Encodes one WAL record.
-pub fn encode_record(tenant: &str, payload: &[u8]) -> Vec<u8> {
-    let mut rec = record_head(tenant, payload);
-    rec.extend_from_slice(payload);
-    rec
-}
-
 /// Reads a segment's records in order. Stops at the first torn or corrupt record;
 /// [`SegmentReader::valid_len`] then tells where the good data ends.
 pub struct SegmentReader {
@@ -584,6 +577,13 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One whole WAL record, as the writer lays it down.
+    fn encode_record(tenant: &str, payload: &[u8]) -> Vec<u8> {
+        let mut rec = record_head(tenant, payload);
+        rec.extend_from_slice(payload);
+        rec
+    }
 
     fn temp_dir(name: &str) -> PathBuf {
         let d =
