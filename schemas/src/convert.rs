@@ -810,18 +810,11 @@ impl PartitionedBatches {
         &mut self,
         min_rows: usize,
     ) -> Result<Vec<(Partition, RecordBatch)>, SchemaError> {
-        let full: Vec<Partition> = self
-            .partitions
-            .iter()
-            .filter(|(_, cols)| cols.rows >= min_rows.max(1))
-            .map(|(p, _)| p.clone())
-            .collect();
-        let mut out = Vec::with_capacity(full.len());
-        for p in full {
-            // Taken out, so that the partition's next span starts a batch sized like this one.
-            let Some(mut cols) = self.partitions.remove(&p) else {
-                continue;
-            };
+        let min_rows = min_rows.max(1);
+        let mut out = Vec::new();
+        // Taken out, so that the partition's next span starts a batch sized like this one
+        // (partitions not reached after an error stay in place).
+        for (p, mut cols) in self.partitions.extract_if(|_, cols| cols.rows >= min_rows) {
             if self.sizes.len() >= SIZE_HINTS_MAX && !self.sizes.contains_key(&p) {
                 self.sizes.clear();
             }
