@@ -192,7 +192,8 @@ async fn selected_calls(catalog: &Catalog) -> Result<Vec<CallRow>, CurateError> 
         arrow_cast(l.start_time, 'Int64') AS start_ns, l.duration_ns, l.status_code, l.model, \
         l.input_tokens, l.output_tokens, l.cost_usd, l.system_prompt, l.input_messages, \
         l.output_messages, l.context \
-        FROM llm_calls l JOIN selected s ON l.trace_id = s.trace_id ORDER BY l.start_time, l.span_id";
+        FROM llm_calls l JOIN selected s ON l.trace_id = s.trace_id \
+        ORDER BY l.start_time, l.span_id, l.trace_id";
     let mut out = Vec::new();
     for b in query(catalog, sql).await? {
         let c = Cols { batch: &b };
@@ -220,6 +221,13 @@ async fn selected_calls(catalog: &Catalog) -> Result<Vec<CallRow>, CurateError> 
             c.strings("context")?,
         );
         for i in 0..b.num_rows() {
+            // A span stored twice (an OTLP client's retry after a lost answer) is one call:
+            // its copies have the same ids and sort next to each other.
+            if out.last().is_some_and(|prev: &CallRow| {
+                Some(&prev.span_id) == span[i].as_ref() && Some(&prev.trace_id) == trace[i].as_ref()
+            }) {
+                continue;
+            }
             out.push(CallRow {
                 trace_id: trace[i].clone().unwrap_or_default(),
                 span_id: span[i].clone().unwrap_or_default(),

@@ -17,6 +17,7 @@ pub mod prices;
 pub mod retention;
 pub mod rules;
 pub mod select;
+pub mod usage;
 pub mod window;
 
 use std::time::Instant;

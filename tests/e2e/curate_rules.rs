@@ -882,15 +882,30 @@ async fn sequential_calls_with_equal_token_counts_both_count() -> TestResult {
 
 /// OTLP delivery is at least once: a client that lost an acknowledgement sends the same spans
 /// again, and the store then holds them twice. Their token usage and cost still count once
-/// per call, in `traces` and in `llm_usage`.
+/// per call, in `traces` and in `llm_usage`, and the dataset is the one a single delivery
+/// gives.
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_delivered_twice_count_their_usage_once() -> TestResult {
     let dir = tempfile::tempdir()?;
     let p = planted();
+    // One call without token counts or messages: no usage pairing merges it with its copy,
+    // and no de-duplication of equal inputs hides the copy from the dataset's figures.
+    let mut request = p.request.clone();
+    let plain = id_of(&p, "plain 0")?;
+    request
+        .resource_spans
+        .iter_mut()
+        .flat_map(|r| &mut r.scope_spans)
+        .flat_map(|s| &mut s.spans)
+        .filter(|s| hex::encode(&s.trace_id) == plain)
+        .for_each(|s| {
+            s.attributes
+                .retain(|a| !a.key.starts_with("gen_ai.usage") && !a.key.ends_with(".messages"))
+        });
     let mut ingest = Ingest::start(&IngestOpts::local(dir.path()))?;
     let mut client = Grpc::connect(ingest.grpc_url()).await?;
-    client.export(p.request.clone()).await?;
-    client.export(p.request.clone()).await?;
+    client.export(request.clone()).await?;
+    client.export(request.clone()).await?;
     assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
 
     let equal = id_of(&p, EQUAL_USAGE_CALLS)?;
@@ -921,5 +936,31 @@ async fn spans_delivered_twice_count_their_usage_once() -> TestResult {
     assert_eq!(row["output_tokens"], 18_000, "{row}");
     let cost = row["cost_usd"].as_f64().ok_or("no cost")?;
     assert!((cost - 2.0 * 0.0072).abs() < 1e-12, "{row}");
+
+    // The dataset is the one a single delivery gives: one line per call, none twice.
+    let once = tempfile::tempdir()?;
+    let mut ingest = Ingest::start(&IngestOpts::local(once.path()))?;
+    Grpc::connect(ingest.grpc_url())
+        .await?
+        .export(request)
+        .await?;
+    assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
+    let dataset = |dir: &Path| -> TestResult<(Vec<String>, serde_json::Value)> {
+        let out = dir.join("all.jsonl");
+        let out_s = out.display().to_string();
+        let (code, stdout, stderr) = curate(dir, &["--where", "TRUE", "--out", &out_s, "--json"])?;
+        assert_eq!(code, 0, "{stderr}");
+        let summary: serde_json::Value = serde_json::from_str(stdout.trim())?;
+        let mut ids = Vec::new();
+        for line in std::fs::read_to_string(&out)?.lines() {
+            let item: serde_json::Value = serde_json::from_str(line)?;
+            ids.push(item["id"].as_str().ok_or("an item without id")?.to_string());
+        }
+        ids.sort();
+        Ok((ids, summary["calls_without_content"].clone()))
+    };
+    let (single, twice) = (dataset(once.path())?, dataset(dir.path())?);
+    assert_eq!(single.1, 1, "the stripped call is the one without content");
+    assert_eq!(twice, single);
     Ok(())
 }
