@@ -964,3 +964,52 @@ async fn spans_delivered_twice_count_their_usage_once() -> TestResult {
     assert_eq!(twice, single);
     Ok(())
 }
+
+/// Parquet filter pushdown is on by default, and a `DATAFUSION_*` variable still overrides it
+/// (as it does every other DataFusion setting).
+#[test]
+fn datafusion_variables_override_the_pushdown_defaults() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("store/spans"))?;
+    let sql = "SELECT name, value FROM information_schema.df_settings \
+               WHERE name LIKE 'datafusion.execution.parquet.%_filters' ORDER BY name";
+    let settings = |env: &[(&str, &str)]| -> TestResult<Vec<(String, String)>> {
+        let mut cmd = Command::new(bin_path("curate")?);
+        cmd.arg("--store")
+            .arg(dir.path().join("store"))
+            .args(["--all", "--sql", sql, "--json"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (code, stdout, stderr) = output_of(&mut cmd)?;
+        assert_eq!(code, 0, "{stderr}");
+        let mut rows = Vec::new();
+        for line in stdout.lines() {
+            let row: serde_json::Value = serde_json::from_str(line)?;
+            let field = |k: &str| row[k].as_str().unwrap_or_default().to_string();
+            rows.push((field("name"), field("value")));
+        }
+        Ok(rows)
+    };
+    let setting = |name: &str, value: &str| {
+        (
+            format!("datafusion.execution.parquet.{name}"),
+            value.to_string(),
+        )
+    };
+    assert_eq!(
+        settings(&[])?,
+        [
+            setting("pushdown_filters", "true"),
+            setting("reorder_filters", "true")
+        ]
+    );
+    assert_eq!(
+        settings(&[("DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS", "false")])?,
+        [
+            setting("pushdown_filters", "false"),
+            setting("reorder_filters", "true")
+        ]
+    );
+    Ok(())
+}
