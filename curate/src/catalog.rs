@@ -32,7 +32,7 @@
 //! calls of one trace with exactly equal counts are still counted once; a span summing usage
 //! over grandchildren (through a span without usage) is counted as well. `usage` has the rule
 //! as a function over one trace's usage spans, so `llm_usage` is one scan of the typed
-//! columns and one aggregation by trace. Real instrumentations of one call all overlap, so the two agree.
+//! columns and one aggregation by trace.
 
 use std::sync::Arc;
 

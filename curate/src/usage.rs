@@ -15,8 +15,8 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-/// Fields of an element of `counted_usage`'s argument, in the order the view builds them.
-pub mod input {
+/// Fields of an element of `counted_usage`'s argument, as `LLM_USAGE_VIEW` names them.
+mod input {
     pub const SPAN_ID: &str = "span_id";
     pub const PARENT_SPAN_ID: &str = "parent_span_id";
     /// Start and end as nanoseconds since the epoch.
@@ -49,7 +49,7 @@ fn output_item() -> FieldRef {
 }
 
 /// One usage span of a trace, as the rule sees it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub struct UsageSpan<'a> {
     pub span_id: &'a str,
     pub parent_span_id: Option<&'a str>,
