@@ -9,7 +9,7 @@
 #
 # RATE 0 sends as fast as ingest answers (8 clients): full load, with backpressure refusals.
 #
-# Needs target/release/loadgen (cargo build --release -p trace2eval-tests --bins).
+# Needs target/release/loadgen (`make build`, i.e. cargo build --release --bins).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old=$1 new=$2 rounds=${3:-3} proto=${4:-grpc} rate=${5:-300} secs=${6:-15}

@@ -187,7 +187,9 @@ FROM calls c LEFT JOIN llm_usage k ON k.trace_id = c.trace_id AND k.span_id = c.
 /// The root of a trace is its earliest span without a parent (ties broken by span id); a
 /// trace whose root has not arrived takes its span extent instead. One aggregation over the
 /// spans computes the root and the trace's totals together: a window over the roots joined
-/// back to the per-trace aggregate cost twice as much (measured on a 1M-span store).
+/// back to the per-trace aggregate cost twice as much (measured on a 1M-span store). The root's
+/// fields come from `earliest_value` (crate::earliest), `first_value(... ORDER BY start_time,
+/// span_id)` without its per-group `ScalarValue` orderings.
 ///
 /// `scores`: per (trace, metric) the latest score span wins (by its start, then span id); a
 /// trace judged per LLM call takes the latest over all its spans. The map's keys are in
@@ -205,12 +207,12 @@ agg AS (
   SELECT trace_id, max(tenant) AS tenant, min(start_time) AS start_time, max(end_time) AS end_time,
     count(*) AS span_count, bool_or(status_code = 'ERROR') AS has_error,
     max(session_id) AS session_id, max(user_id) AS user_id,
-    first_value(span_id ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_span_id,
-    first_value(name ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_name,
-    first_value(service_name ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_service,
-    first_value(start_time ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_start,
-    first_value(end_time ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_end,
-    first_value(duration_ns ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_duration_ns
+    earliest_value(span_id, start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_span_id,
+    earliest_value(name, start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_name,
+    earliest_value(service_name, start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_service,
+    earliest_value(start_time, start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_start,
+    earliest_value(end_time, start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_end,
+    earliest_value(duration_ns, start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_duration_ns
   FROM spans GROUP BY trace_id
 ),
 latest AS (
@@ -407,6 +409,7 @@ impl Catalog {
         ctx.register_udf(cost_udf(opts.prices.clone()));
         ctx.register_udf(llm_io_udf()?);
         ctx.register_udf(crate::usage::counted_usage_udf());
+        ctx.register_udaf(crate::earliest::earliest_value_udaf());
         for sql in [
             spans_view(&opts),
             LLM_USAGE_VIEW.to_string(),

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod compact;
+pub mod earliest;
 pub mod error;
 pub mod export;
 pub mod extract;
