@@ -8,6 +8,7 @@
 #   bench/ingest_ab.sh OLD_INGEST NEW_INGEST [ROUNDS=3] [PROTOCOL=grpc|http|http-json] [RATE=300] [SECONDS=15]
 #
 # RATE 0 sends as fast as ingest answers (8 clients): full load, with backpressure refusals.
+# OLD may be target/release/null-receiver (decode and count only): the ceiling, as a ratio.
 #
 # Needs target/release/loadgen (`make build`, i.e. cargo build --release --bins).
 set -euo pipefail
@@ -22,10 +23,18 @@ run() { # binary label
   local g h tpid ipid dir=$work/$2
   rm -rf "$dir"; mkdir -p "$dir"
   g=$(free_port) h=$(free_port)
-  /usr/bin/time -f "%U %S %M" -o "$dir/time" "$1" --store "$dir/store" --wal-dir "$dir/wal" \
-    --grpc-addr "127.0.0.1:$g" --http-addr "127.0.0.1:$h" 2>"$dir/log" &
-  tpid=$!
-  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$h/healthz" >/dev/null && break; sleep 0.05; done
+  if [ "$(basename "$1")" = null-receiver ]; then
+    # The ceiling: decode and count only (no WAL, no store); it has no health endpoint.
+    /usr/bin/time -f "%U %S %M" -o "$dir/time" "$1" \
+      --grpc-addr "127.0.0.1:$g" --http-addr "127.0.0.1:$h" 2>"$dir/log" &
+    tpid=$!
+    sleep 0.5
+  else
+    /usr/bin/time -f "%U %S %M" -o "$dir/time" "$1" --store "$dir/store" --wal-dir "$dir/wal" \
+      --grpc-addr "127.0.0.1:$g" --http-addr "127.0.0.1:$h" 2>"$dir/log" &
+    tpid=$!
+    for _ in $(seq 200); do curl -sf "http://127.0.0.1:$h/healthz" >/dev/null && break; sleep 0.05; done
+  fi
   ipid=$(pgrep -P "$tpid")
   local target=(--grpc "http://127.0.0.1:$g")
   [ "$proto" = http ] && target=(--http "http://127.0.0.1:$h")
