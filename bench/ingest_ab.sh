@@ -8,6 +8,7 @@
 #   bench/ingest_ab.sh OLD_INGEST NEW_INGEST [ROUNDS=3] [PROTOCOL=grpc|http|http-json] [RATE=300] [SECONDS=15]
 #
 # RATE 0 sends as fast as ingest answers (8 clients): full load, with backpressure refusals.
+# MERGE_REQUESTS=N sends N corpus requests as one (~130 spans each; 4 gives ~520).
 # OLD may be target/release/null-receiver (decode and count only): the ceiling, as a ratio.
 #
 # Needs target/release/loadgen (`make build`, i.e. cargo build --release --bins).
@@ -40,6 +41,7 @@ run() { # binary label
   [ "$proto" = http ] && target=(--http "http://127.0.0.1:$h")
   [ "$proto" = http-json ] && target=(--http "http://127.0.0.1:$h" --json-body)
   "$loadgen" "${target[@]}" --seconds "$secs" --rate "$rate" --concurrency 8 --json \
+    --merge-requests "${MERGE_REQUESTS:-1}" \
     >"$dir/load.json" 2>/dev/null
   kill -TERM "$ipid"; wait "$tpid" || true
   python3 - "$dir" "$2" <<'EOF'

@@ -82,6 +82,10 @@ struct Args {
     /// partitions: 1 is live traffic; 24 spreads a WAL segment over a day of partitions.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=24))]
     hours: u64,
+    /// Merges this many consecutive corpus requests into one (the corpus has 50-200 spans per
+    /// request; exporters that batch harder send 512 or more).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    merge_requests: u64,
     /// Print the final figures as one JSON object on stdout, the rest on stderr.
     #[arg(long)]
     json: bool,
@@ -396,8 +400,16 @@ async fn main() -> Result<(), BoxError> {
     );
     let requests: Vec<Request> = corpus
         .requests
-        .iter()
-        .map(|r| Request::encode(r, args.json_body))
+        .chunks(usize::try_from(args.merge_requests)?)
+        .map(|group| {
+            let mut merged = ExportTraceServiceRequest::default();
+            for r in group {
+                merged
+                    .resource_spans
+                    .extend(r.resource_spans.iter().cloned());
+            }
+            Request::encode(&merged, args.json_body)
+        })
         .collect();
     if requests.is_empty() {
         return Err("the corpus has no requests: give --traces above 0".into());

@@ -159,3 +159,42 @@ async fn corpus_over_grpc_http_protobuf_and_json_lands_as_identical_rows() -> Te
     }
     Ok(())
 }
+
+/// The benchmark's load generator with `--merge-requests` sends the corpus in fewer, larger
+/// requests and every span still lands once.
+#[test]
+fn loadgen_merged_requests_land_every_span_once() -> TestResult {
+    use trace2eval_tests::harness::{bin_path, output_of};
+    let dir = tempfile::tempdir()?;
+    let mut ingest = Ingest::start(&IngestOpts::local(dir.path()))?;
+    let run = |merge: &str| {
+        output_of(
+            std::process::Command::new(bin_path("loadgen")?)
+                .args(["--grpc", &ingest.grpc_url(), "--once", "--traces", "300"])
+                .args(["--merge-requests", merge, "--json"]),
+        )
+    };
+    let (code, out, err) = run("4")?;
+    assert_eq!(code, 0, "{err}");
+    let figures: serde_json::Value = serde_json::from_str(out.trim())?;
+    let spans = figures["spans"].as_u64().unwrap_or_default();
+    assert_eq!(figures["errors"].as_u64(), Some(0), "{out}");
+    assert_eq!(Some(spans), figures["corpus_spans"].as_u64(), "{out}");
+    // 300 traces make ~20 requests of 50-200 spans; merged by 4, about a quarter as many.
+    let requests = figures["requests"].as_u64().unwrap_or_default();
+    assert!(requests > 0 && spans / requests > 200, "{out}");
+    let (code, _, err) = run("0")?;
+    assert_ne!(code, 0, "--merge-requests 0 must be refused");
+    assert!(err.contains("merge-requests"), "{err}");
+    ingest.terminate()?;
+    let rows = local_store_rows(&dir.path().join("store"))?;
+    assert_eq!(rows.len() as u64, spans);
+    let mut ids: Vec<_> = rows
+        .iter()
+        .map(|(_, r)| (&r.trace_id, &r.span_id))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, spans, "a span landed twice");
+    Ok(())
+}
