@@ -24,16 +24,15 @@ run() { # binary label
   local g h tpid ipid dir=$work/$2
   rm -rf "$dir"; mkdir -p "$dir"
   g=$(free_port) h=$(free_port)
-  if [ "$(basename "$1")" = null-receiver ]; then
-    # The ceiling: decode and count only (no WAL, no store); it has no health endpoint.
-    /usr/bin/time -f "%U %S %M" -o "$dir/time" "$1" \
-      --grpc-addr "127.0.0.1:$g" --http-addr "127.0.0.1:$h" 2>"$dir/log" &
-    tpid=$!
+  # The null receiver (the ceiling) decodes and counts only: no WAL, no store, no /healthz.
+  local null=; [ "$(basename "$1")" = null-receiver ] && null=1
+  local store=(--store "$dir/store" --wal-dir "$dir/wal"); [ -n "$null" ] && store=()
+  /usr/bin/time -f "%U %S %M" -o "$dir/time" "$1" "${store[@]}" \
+    --grpc-addr "127.0.0.1:$g" --http-addr "127.0.0.1:$h" 2>"$dir/log" &
+  tpid=$!
+  if [ -n "$null" ]; then
     sleep 0.5
   else
-    /usr/bin/time -f "%U %S %M" -o "$dir/time" "$1" --store "$dir/store" --wal-dir "$dir/wal" \
-      --grpc-addr "127.0.0.1:$g" --http-addr "127.0.0.1:$h" 2>"$dir/log" &
-    tpid=$!
     for _ in $(seq 200); do curl -sf "http://127.0.0.1:$h/healthz" >/dev/null && break; sleep 0.05; done
   fi
   ipid=$(pgrep -P "$tpid")

@@ -72,10 +72,9 @@ impl AggregateUDFImpl for EarliestValue {
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         match args {
             [value, start, span_id] => {
-                kind_of(start).and_then(|k| match k {
-                    Kind::Int => Ok(()),
-                    Kind::Text => exec_err!("{NAME}: start_time must be a timestamp, not {start}"),
-                })?;
+                if kind_of(start)? != Kind::Int {
+                    return exec_err!("{NAME}: start_time must be a timestamp, not {start}");
+                }
                 if kind_of(span_id)? != Kind::Text {
                     return exec_err!("{NAME}: span_id must be a string, not {span_id}");
                 }
@@ -247,11 +246,17 @@ impl Earliest {
         Ok(cast(&array, &self.out)?)
     }
 
-    fn take_keys(&mut self, emit: EmitTo) -> (Int64Array, StringArray) {
-        let keys = emit.take_needed(&mut self.keys);
+    /// Removes the emitted groups' keys (`heap` only over-counts after `EmitTo::First`).
+    fn take_keys(&mut self, emit: EmitTo) -> Vec<Option<(i64, String)>> {
         if emit == EmitTo::All {
             self.heap = 0;
         }
+        emit.take_needed(&mut self.keys)
+    }
+
+    /// The emitted groups' keys as the state columns (start, span id).
+    fn take_key_columns(&mut self, emit: EmitTo) -> (Int64Array, StringArray) {
+        let keys = self.take_keys(emit);
         let starts = keys.iter().map(|k| k.as_ref().map(|(s, _)| *s)).collect();
         let ids = keys
             .iter()
@@ -287,7 +292,7 @@ impl GroupsAccumulator for Earliest {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let (starts, ids) = self.take_keys(emit_to);
+        let (starts, ids) = self.take_key_columns(emit_to);
         Ok(vec![
             self.take_values(emit_to)?,
             Arc::new(starts),
@@ -329,7 +334,8 @@ impl GroupsAccumulator for Earliest {
 struct OneGroup(Earliest);
 
 impl OneGroup {
-    fn column(&mut self, columns: &[ArrayRef]) -> Vec<usize> {
+    /// Group indices for `columns`' rows: all the one group.
+    fn group_of_rows(&mut self, columns: &[ArrayRef]) -> Vec<usize> {
         self.0.resize(1);
         vec![0; columns.first().map_or(0, |c| c.len())]
     }
@@ -337,12 +343,12 @@ impl OneGroup {
 
 impl Accumulator for OneGroup {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let groups = self.column(values);
+        let groups = self.group_of_rows(values);
         self.0.offer(values, &groups, None, 1)
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let groups = self.column(states);
+        let groups = self.group_of_rows(states);
         self.0.offer(states, &groups, None, 1)
     }
 
