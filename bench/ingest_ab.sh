@@ -9,6 +9,7 @@
 #
 # RATE 0 sends as fast as ingest answers (8 clients): full load, with backpressure refusals.
 # MERGE_REQUESTS=N sends N corpus requests as one (~130 spans each; 4 gives ~520).
+# LOADGEN_ARGS adds loadgen options, e.g. "--context-bytes 0-0" for ~1,020-byte spans.
 # OLD may be target/release/null-receiver (decode and count only): the ceiling, as a ratio.
 #
 # Needs target/release/loadgen (`make build`, i.e. cargo build --release --bins).
@@ -40,7 +41,7 @@ run() { # binary label
   [ "$proto" = http ] && target=(--http "http://127.0.0.1:$h")
   [ "$proto" = http-json ] && target=(--http "http://127.0.0.1:$h" --json-body)
   "$loadgen" "${target[@]}" --seconds "$secs" --rate "$rate" --concurrency 8 --json \
-    --merge-requests "${MERGE_REQUESTS:-1}" \
+    --merge-requests "${MERGE_REQUESTS:-1}" ${LOADGEN_ARGS:-} \
     >"$dir/load.json" 2>/dev/null
   kill -TERM "$ipid"; wait "$tpid" || true
   python3 - "$dir" "$2" <<'EOF'

@@ -35,6 +35,24 @@ pub struct CorpusConfig {
     pub seed: u64,
     /// Every span starts and ends before this time (Unix nanoseconds).
     pub end_unix_ns: u64,
+    /// Bytes of knowledge-base context in each LLM prompt, uniform in this range: the main
+    /// lever on the spans' size ([`CONTEXT_BYTES`] gives ~1,650 B of OTLP protobuf per span).
+    pub context_bytes: (usize, usize),
+}
+
+/// The default range of [`CorpusConfig::context_bytes`].
+pub const CONTEXT_BYTES: (usize, usize) = (1000, 3000);
+
+/// Parses a [`CorpusConfig::context_bytes`] range written `MIN-MAX` (a command-line value).
+pub fn parse_context_bytes(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("{s:?} is not a byte range: give MIN-MAX, e.g. 1000-3000");
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo = lo.trim().parse::<usize>().map_err(|_| bad())?;
+    let hi = hi.trim().parse::<usize>().map_err(|_| bad())?;
+    if lo > hi {
+        return Err(format!("{s:?}: MIN is above MAX"));
+    }
+    Ok((lo, hi))
 }
 
 /// Generated export requests.
@@ -111,6 +129,7 @@ pub fn generate(cfg: &CorpusConfig) -> Corpus {
     let mut g = Gen {
         rng: StdRng::seed_from_u64(cfg.seed),
         sessions: Vec::new(),
+        context_bytes: cfg.context_bytes,
     };
     let first = cfg
         .end_unix_ns
@@ -479,6 +498,7 @@ struct LlmCall {
 struct Gen {
     rng: StdRng,
     sessions: Vec<Session>,
+    context_bytes: (usize, usize),
 }
 
 fn kv(key: &str, value: Value) -> KeyValue {
@@ -983,8 +1003,8 @@ impl Gen {
         call: &LlmCall,
     ) -> (u64, Option<&'static Failure>) {
         let system = *self.pick(&SYSTEM_PROMPTS);
-        // Prompts of 1-4 KB: the context alone is at least 1000 bytes.
-        let target = self.between_usize(1000, 3000);
+        // Prompts of 1-4 KB by default: the context alone is at least 1000 bytes.
+        let target = self.between_usize(self.context_bytes.0, self.context_bytes.1);
         let context = self.context(target);
         let user = format!(
             "Answer using only the context below.\n\nContext:\n{context}Question: {}",
@@ -1353,6 +1373,7 @@ mod tests {
             days,
             seed,
             end_unix_ns: END,
+            context_bytes: CONTEXT_BYTES,
         }
     }
 
@@ -1377,6 +1398,35 @@ mod tests {
             Some(Value::StringValue(s)) => Some(s),
             _ => None,
         }
+    }
+
+    #[test]
+    fn context_bytes_ranges_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_context_bytes("150-450"), Ok((150, 450)));
+        assert_eq!(parse_context_bytes(" 0 - 0 "), Ok((0, 0)));
+        let err = parse_context_bytes("450-150").err().unwrap_or_default();
+        assert!(err.contains("MIN is above MAX"), "{err}");
+        for bad in ["", "300", "a-b", "-5", "1000-"] {
+            let err = parse_context_bytes(bad).err().unwrap_or_default();
+            assert!(err.contains("give MIN-MAX"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn smaller_contexts_make_smaller_llm_spans() {
+        let bytes = |context_bytes| {
+            let c = generate(&CorpusConfig {
+                context_bytes,
+                ..config(200, 1, 3)
+            });
+            let total: usize = c.requests.iter().map(prost::Message::encoded_len).sum();
+            total as f64 / c.spans as f64
+        };
+        let (default, small) = (bytes(CONTEXT_BYTES), bytes((150, 450)));
+        assert!(
+            small < 0.75 * default,
+            "{small:.0} B/span with small contexts against {default:.0}"
+        );
     }
 
     #[test]

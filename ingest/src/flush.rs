@@ -75,7 +75,7 @@ pub fn convert_segment(segment: &Segment, writer_id: u128) -> Result<Vec<SpanFil
         // Records were validated before they were acknowledged; one that no longer decodes
         // means the disk corrupted it under a matching crc, which is not worth losing the
         // whole segment over.
-        if let Err(e) = batches.append_encoded(&tenant, &payload) {
+        if let Err(e) = batches.append_encoded(tenant, payload) {
             tracing::error!(segment = %segment.path.display(), error = %e, "skipping undecodable wal record");
         }
         // Drain every partition, not only full ones: spans spread over many hours would

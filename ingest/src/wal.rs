@@ -133,6 +133,8 @@ pub struct SegmentReader {
     reader: BufReader<File>,
     pub created_ms: u64,
     offset: u64,
+    /// The last record read (reused: records are ~100s of KiB).
+    body: Vec<u8>,
 }
 
 impl SegmentReader {
@@ -154,6 +156,7 @@ impl SegmentReader {
             reader,
             created_ms,
             offset: HEADER_LEN,
+            body: Vec::new(),
         })
     }
 
@@ -162,8 +165,9 @@ impl SegmentReader {
         self.offset
     }
 
-    /// The next record as (tenant, payload), or None at the end or at a bad record.
-    pub fn next_record(&mut self) -> Option<(String, Vec<u8>)> {
+    /// The next record as (tenant, payload), or None at the end or at a bad record. Both
+    /// borrow the reader's buffer, which the next call reuses.
+    pub fn next_record(&mut self) -> Option<(&str, &[u8])> {
         let mut head = [0u8; RECORD_HEADER_LEN];
         self.reader.read_exact(&mut head).ok()?;
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
@@ -171,19 +175,18 @@ impl SegmentReader {
         if len == 0 || len > MAX_RECORD_LEN {
             return None;
         }
-        let mut body = vec![0u8; len];
-        self.reader.read_exact(&mut body).ok()?;
-        if crc32fast::hash(&body) != crc {
+        self.body.resize(len, 0);
+        self.reader.read_exact(&mut self.body).ok()?;
+        if crc32fast::hash(&self.body) != crc {
             return None;
         }
-        let tlen = body[0] as usize;
+        let tlen = self.body[0] as usize;
         if 1 + tlen > len {
             return None;
         }
-        let tenant = std::str::from_utf8(&body[1..1 + tlen]).ok()?.to_string();
+        let tenant = std::str::from_utf8(&self.body[1..1 + tlen]).ok()?;
         self.offset += (RECORD_HEADER_LEN + len) as u64;
-        body.drain(..1 + tlen);
-        Some((tenant, body))
+        Some((tenant, &self.body[1 + tlen..]))
     }
 }
 
@@ -614,8 +617,8 @@ mod tests {
         assert_eq!(segments[0].created_ms, 42);
         assert!(!segment_path(&dir, 8).exists());
         let mut r = SegmentReader::open(&path)?;
-        assert_eq!(r.next_record(), Some(("default".into(), b"first".to_vec())));
-        assert_eq!(r.next_record(), Some(("acme".into(), b"second".to_vec())));
+        assert_eq!(r.next_record(), Some(("default", &b"first"[..])));
+        assert_eq!(r.next_record(), Some(("acme", &b"second"[..])));
         assert_eq!(r.next_record(), None);
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
@@ -665,8 +668,8 @@ mod tests {
             .ok_or_else(|| IngestError::Config("no segment sealed".into()))?;
         let mut r = SegmentReader::open(&segment.path)?;
         let mut got = Vec::new();
-        while let Some(rec) = r.next_record() {
-            got.push(rec);
+        while let Some((tenant, payload)) = r.next_record() {
+            got.push((tenant.to_string(), payload.to_vec()));
         }
         got.sort();
         expected.sort();

@@ -33,6 +33,7 @@ fn requests() -> &'static (Vec<Vec<u8>>, usize) {
             days: 1,
             seed: 7,
             end_unix_ns: END_UNIX_NS,
+            context_bytes: trace2eval_tests::corpus::CONTEXT_BYTES,
         });
         // Live traffic: every trace starts within one hour, as loadgen sends it by default.
         fold_into_hours(&mut corpus.requests, END_UNIX_NS - 86_400_000_000_000, 1);

@@ -39,7 +39,7 @@ use clap::Parser;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use trace2eval_tests::client::RawGrpc;
-use trace2eval_tests::corpus::{CorpusConfig, fold_into_hours, generate};
+use trace2eval_tests::corpus::{CorpusConfig, fold_into_hours, generate, parse_context_bytes};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -86,6 +86,11 @@ struct Args {
     /// request; exporters that batch harder send 512 or more).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     merge_requests: u64,
+    /// Bytes of retrieved context in each LLM prompt, as MIN-MAX: the main lever on span
+    /// size. The default gives ~1,650 request bytes per span, 0-0 ~1,020 (the nearest this
+    /// corpus comes to the 918-byte spans the reference figure P was first measured on).
+    #[arg(long, default_value = "1000-3000", value_parser = parse_context_bytes)]
+    context_bytes: (usize, usize),
     /// Print the final figures as one JSON object on stdout, the rest on stderr.
     #[arg(long)]
     json: bool,
@@ -392,6 +397,7 @@ async fn main() -> Result<(), BoxError> {
         days: 1,
         seed: args.seed,
         end_unix_ns: END_UNIX_NS,
+        context_bytes: args.context_bytes,
     });
     fold_into_hours(
         &mut corpus.requests,

@@ -51,6 +51,7 @@ async fn environment_beats_config_file_and_metrics_count_the_spans() -> TestResu
         days: 1,
         seed: 3,
         end_unix_ns: 1_773_100_800_000_000_000,
+        context_bytes: trace2eval_tests::corpus::CONTEXT_BYTES,
     });
     let mut client = Grpc::connect(ingest.grpc_url()).await?;
     for r in &req.requests {

@@ -19,6 +19,7 @@ fn corpus() -> Corpus {
         days: 3,
         seed: 42,
         end_unix_ns: END_NS,
+        context_bytes: trace2eval_tests::corpus::CONTEXT_BYTES,
     })
 }
 

@@ -22,6 +22,7 @@ async fn spans_land_in_s3_partitioned_and_complete() -> TestResult {
         days: 1,
         seed: 7,
         end_unix_ns: 1_773_100_800_000_000_000,
+        context_bytes: trace2eval_tests::corpus::CONTEXT_BYTES,
     });
     let mut ingest = Ingest::start(&opts)?;
     let mut client = Grpc::connect(ingest.grpc_url()).await?;
