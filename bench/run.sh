@@ -9,7 +9,9 @@
 #    project's load generator (pre-encoded realistic LLM-app spans): accepted spans/s, p50/p99
 #    request latency, CPU seconds per million spans and spans per CPU-second of the ingest
 #    process, its peak RSS; the same generator against `null-receiver` (decode and count only)
-#    as the ceiling on this machine, and the ratio.
+#    as the ceiling on this machine, and the ratio; and ingest as a fraction of P, the naive
+#    path (decode -> Arrow -> Parquet -> fsync) measured in process on the same corpus
+#    (`naive-path`), which the issue's targets are stated in.
 # 2. storage: a corpus of BENCH_TRACES traces sent once; Parquet bytes per stored span against
 #    the OTLP protobuf bytes per span of the same requests.
 # 3. curate: each built-in rule over that store against the same SQL in DuckDB
@@ -121,6 +123,9 @@ for proto in grpc http; do
   stop "$npid"
 done
 
+echo "== P: the naive path in process on the same corpus (naive-path)" >&2
+"$bin/naive-path" --traces "$traces" --seconds 10 --json >"$work/p.json" 2>/dev/null
+
 echo "== storage: $traces traces sent once" >&2
 start_ingest storage
 # Paced below the flush limit so that no request is refused; further seeds add distinct traces
@@ -181,6 +186,13 @@ for proto in ("grpc", "http"):
     if i and n and i.get("spans_per_cpu_s") and n.get("spans_per_cpu_s"):
         out.append(f"\ningest/{proto}: {i['spans_per_cpu_s'] / n['spans_per_cpu_s']:.2f} of the null receiver's spans per CPU-second, "
                    f"{i['spans_per_s'] / n['spans_per_s']:.2f} of its spans/s.")
+p = json.load(open(work / "p.json"))
+out.append(f"\nP on this corpus ({p['request_bytes_per_span']:,.0f} request B/span; `naive-path`: decode -> Arrow -> "
+           f"Parquet -> fsync in process, no transport): {p['p_spans_per_cpu_s']:,.0f} spans per CPU-second.")
+for proto in ("grpc", "http"):
+    i = runs.get(("ingest", proto))
+    if i and i.get("spans_per_cpu_s"):
+        out.append(f"ingest/{proto}: {i['spans_per_cpu_s'] / p['p_spans_per_cpu_s']:.2f} P.")
 st = json.load(open(work / "storage.json"))
 parquet = int((work / "storage.bytes").read_text())
 spans = st["spans"]
