@@ -124,6 +124,21 @@ pub fn fold_into_hours(requests: &mut [ExportTraceServiceRequest], day_start: u6
     }
 }
 
+/// The corpus `loadgen` sends (and `naive-path` measures): `traces` traces of one day, moved
+/// into its first `hours` hours as [`fold_into_hours`] does.
+pub fn load_corpus(traces: usize, seed: u64, context_bytes: (usize, usize), hours: u64) -> Corpus {
+    const END_UNIX_NS: u64 = 1_773_100_800_000_000_000;
+    let mut corpus = generate(&CorpusConfig {
+        traces,
+        days: 1,
+        seed,
+        end_unix_ns: END_UNIX_NS,
+        context_bytes,
+    });
+    fold_into_hours(&mut corpus.requests, END_UNIX_NS - DAY, hours);
+    corpus
+}
+
 /// Generates the corpus `cfg` describes.
 pub fn generate(cfg: &CorpusConfig) -> Corpus {
     let mut g = Gen {

@@ -39,7 +39,7 @@ use clap::Parser;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use trace2eval_tests::client::RawGrpc;
-use trace2eval_tests::corpus::{CorpusConfig, fold_into_hours, generate, parse_context_bytes};
+use trace2eval_tests::corpus::{load_corpus, parse_context_bytes};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -391,19 +391,7 @@ async fn main() -> Result<(), BoxError> {
         (None, Some(url)) => Target::Http(url.clone()),
         (None, None) => return Err("give --grpc URL or --http URL".into()),
     });
-    const END_UNIX_NS: u64 = 1_773_100_800_000_000_000;
-    let mut corpus = generate(&CorpusConfig {
-        traces: args.traces,
-        days: 1,
-        seed: args.seed,
-        end_unix_ns: END_UNIX_NS,
-        context_bytes: args.context_bytes,
-    });
-    fold_into_hours(
-        &mut corpus.requests,
-        END_UNIX_NS - 86_400_000_000_000,
-        args.hours,
-    );
+    let corpus = load_corpus(args.traces, args.seed, args.context_bytes, args.hours);
     let requests: Vec<Request> = corpus
         .requests
         .chunks(usize::try_from(args.merge_requests)?)

@@ -25,9 +25,7 @@ use prost::Message;
 use schemas::convert::PartitionedBatches;
 use schemas::parquet_file::SpanFileWriter;
 use schemas::wire::scan_request;
-use trace2eval_tests::corpus::{
-    CONTEXT_BYTES, CorpusConfig, fold_into_hours, generate, parse_context_bytes,
-};
+use trace2eval_tests::corpus::{CONTEXT_BYTES, load_corpus, parse_context_bytes};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -144,16 +142,13 @@ impl Measured {
 
 fn main() -> Result<(), BoxError> {
     let args = Args::parse();
-    const END_UNIX_NS: u64 = 1_773_100_800_000_000_000;
-    let mut corpus = generate(&CorpusConfig {
-        traces: args.traces,
-        days: 1,
-        seed: args.seed,
-        end_unix_ns: END_UNIX_NS,
-        context_bytes: args.context_bytes.unwrap_or(CONTEXT_BYTES),
-    });
     // Live traffic, as loadgen sends it by default: one or two hourly partitions.
-    fold_into_hours(&mut corpus.requests, END_UNIX_NS - 86_400_000_000_000, 1);
+    let corpus = load_corpus(
+        args.traces,
+        args.seed,
+        args.context_bytes.unwrap_or(CONTEXT_BYTES),
+        1,
+    );
     let requests: Vec<Vec<u8>> = corpus.requests.iter().map(Message::encode_to_vec).collect();
     let bytes: usize = requests.iter().map(Vec::len).sum();
     let bytes_per_span = bytes as f64 / corpus.spans.max(1) as f64;
