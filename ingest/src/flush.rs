@@ -6,7 +6,6 @@
 //! between "file written" and "segment deleted" therefore rewrites the same names with the
 //! same rows instead of adding duplicates, while replicas (distinct writer ids) never collide.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -14,16 +13,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use schemas::convert::PartitionedBatches;
 use schemas::layout::{Partition, ulid};
-use schemas::parquet_file::SpanFileWriter;
+use schemas::parquet_file::PartitionedFiles;
 use schemas::store::Store;
 use tokio::sync::mpsc;
 
 use crate::error::IngestError;
 use crate::metrics::Metrics;
 use crate::wal::{Segment, SegmentReader, Wal};
-
-/// Rows buffered (across partitions) before they are encoded into the partitions' files.
-const BATCH_ROWS: usize = 8192;
 
 /// One Parquet file produced from a segment.
 pub struct SpanFile {
@@ -60,17 +56,7 @@ pub fn file_name(writer_id: u128, seq: u64, created_ms: u64, partition: &Partiti
 pub fn convert_segment(segment: &Segment, writer_id: u128) -> Result<Vec<SpanFile>, IngestError> {
     let mut reader = SegmentReader::open(&segment.path)?;
     let mut batches = PartitionedBatches::new();
-    let mut writers: BTreeMap<Partition, SpanFileWriter> = BTreeMap::new();
-    let mut drain = |batches: &mut PartitionedBatches| -> Result<(), IngestError> {
-        for (partition, batch) in batches.finish()? {
-            let writer = match writers.entry(partition) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(SpanFileWriter::new()?),
-            };
-            writer.write(&batch)?;
-        }
-        Ok(())
-    };
+    let mut files = PartitionedFiles::default();
     while let Some((tenant, payload)) = reader.next_record() {
         // Records were validated before they were acknowledged; one that no longer decodes
         // means the disk corrupted it under a matching crc, which is not worth losing the
@@ -78,24 +64,23 @@ pub fn convert_segment(segment: &Segment, writer_id: u128) -> Result<Vec<SpanFil
         if let Err(e) = batches.append_encoded(tenant, payload) {
             tracing::error!(segment = %segment.path.display(), error = %e, "skipping undecodable wal record");
         }
-        // Drain every partition, not only full ones: spans spread over many hours would
-        // otherwise all wait in the builders until the end of the segment.
-        if batches.rows() >= BATCH_ROWS {
-            drain(&mut batches)?;
+        if batches.rows() >= PartitionedFiles::BATCH_ROWS {
+            files.drain(&mut batches)?;
         }
     }
-    drain(&mut batches)?;
-    let mut files = Vec::with_capacity(writers.len());
-    for (partition, writer) in writers {
-        let rows = writer.rows();
-        let name = file_name(writer_id, segment.seq, segment.created_ms, &partition);
-        files.push(SpanFile {
-            path: partition.file_path(&name),
-            bytes: writer.finish()?,
-            rows,
-        });
-    }
-    Ok(files)
+    files.drain(&mut batches)?;
+    Ok(files
+        .finish()?
+        .into_iter()
+        .map(|(partition, bytes, rows)| {
+            let name = file_name(writer_id, segment.seq, segment.created_ms, &partition);
+            SpanFile {
+                path: partition.file_path(&name),
+                bytes,
+                rows,
+            }
+        })
+        .collect())
 }
 
 /// Flushes one segment into the store, then deletes it.

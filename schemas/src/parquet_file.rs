@@ -1,11 +1,15 @@
 //! Writing span files: record batches of one partition into one Parquet file held in memory,
 //! ready to be put into a store in one atomic write.
 
+use std::collections::BTreeMap;
+
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 
+use crate::convert::PartitionedBatches;
 use crate::error::SchemaError;
+use crate::layout::Partition;
 use crate::span_table::{span_schema, writer_properties};
 
 /// Streams record batches into Parquet bytes with the span table's writer settings.
@@ -48,4 +52,40 @@ pub fn write_span_file(batches: &[RecordBatch]) -> Result<Bytes, SchemaError> {
         w.write(b)?;
     }
     w.finish()
+}
+
+/// One span file per partition, fed from [`PartitionedBatches`] as rows accumulate: what a
+/// flush of ingest's WAL segment writes.
+#[derive(Default)]
+pub struct PartitionedFiles {
+    writers: BTreeMap<Partition, SpanFileWriter>,
+}
+
+impl PartitionedFiles {
+    /// Rows to buffer in [`PartitionedBatches`] before each [`PartitionedFiles::drain`].
+    pub const BATCH_ROWS: usize = 8192;
+
+    /// Encodes every row buffered in `batches` into its partition's file (every partition,
+    /// not only full ones: rows spread over many hours would otherwise wait in the builders).
+    pub fn drain(&mut self, batches: &mut PartitionedBatches) -> Result<(), SchemaError> {
+        for (partition, batch) in batches.finish()? {
+            let writer = match self.writers.entry(partition) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(SpanFileWriter::new()?),
+            };
+            writer.write(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the files: (partition, Parquet bytes, rows), sorted by partition.
+    pub fn finish(self) -> Result<Vec<(Partition, Bytes, usize)>, SchemaError> {
+        self.writers
+            .into_iter()
+            .map(|(partition, writer)| {
+                let rows = writer.rows();
+                Ok((partition, writer.finish()?, rows))
+            })
+            .collect()
+    }
 }

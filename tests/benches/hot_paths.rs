@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use schemas::convert::PartitionedBatches;
 use schemas::parquet_file::write_span_file;
-use trace2eval_tests::corpus::{CorpusConfig, fold_into_hours, generate};
+use trace2eval_tests::corpus::{CONTEXT_BYTES, load_corpus};
 
 fn main() {
     divan::main();
@@ -27,16 +27,8 @@ fn main() {
 fn requests() -> &'static (Vec<Vec<u8>>, usize) {
     static REQUESTS: OnceLock<(Vec<Vec<u8>>, usize)> = OnceLock::new();
     REQUESTS.get_or_init(|| {
-        const END_UNIX_NS: u64 = 1_773_100_800_000_000_000;
-        let mut corpus = generate(&CorpusConfig {
-            traces: 4000,
-            days: 1,
-            seed: 7,
-            end_unix_ns: END_UNIX_NS,
-            context_bytes: trace2eval_tests::corpus::CONTEXT_BYTES,
-        });
         // Live traffic: every trace starts within one hour, as loadgen sends it by default.
-        fold_into_hours(&mut corpus.requests, END_UNIX_NS - 86_400_000_000_000, 1);
+        let corpus = load_corpus(4000, 7, CONTEXT_BYTES, 1);
         let bytes = corpus.requests.iter().map(Message::encode_to_vec).collect();
         (bytes, corpus.spans)
     })

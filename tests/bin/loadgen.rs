@@ -39,7 +39,8 @@ use clap::Parser;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use trace2eval_tests::client::RawGrpc;
-use trace2eval_tests::corpus::{load_corpus, parse_context_bytes};
+use trace2eval_tests::corpus::{CONTEXT_BYTES, load_corpus, parse_context_bytes};
+use trace2eval_tests::harness::{cpu_seconds, peak_rss_mib};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -89,8 +90,9 @@ struct Args {
     /// Bytes of retrieved context in each LLM prompt, as MIN-MAX: the main lever on span
     /// size. The default gives ~1,650 request bytes per span, 0-0 ~1,020 (the nearest this
     /// corpus comes to the 918-byte spans the reference figure P was first measured on).
-    #[arg(long, default_value = "1000-3000", value_parser = parse_context_bytes)]
-    context_bytes: (usize, usize),
+    /// [default: 1000-3000]
+    #[arg(long, value_parser = parse_context_bytes)]
+    context_bytes: Option<(usize, usize)>,
     /// Print the final figures as one JSON object on stdout, the rest on stderr.
     #[arg(long)]
     json: bool,
@@ -101,29 +103,6 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
         _ => Err(format!("{s:?} is not a rate: give requests/s >= 0")),
     }
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // /proc counts in USER_HZ, which Linux fixes at 100 for userspace whatever the kernel HZ.
-    Some(ticks / 100.0)
-}
-
-/// Peak resident set size of a process (VmHWM), in MiB.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
 }
 
 enum Target {
@@ -391,7 +370,12 @@ async fn main() -> Result<(), BoxError> {
         (None, Some(url)) => Target::Http(url.clone()),
         (None, None) => return Err("give --grpc URL or --http URL".into()),
     });
-    let corpus = load_corpus(args.traces, args.seed, args.context_bytes, args.hours);
+    let corpus = load_corpus(
+        args.traces,
+        args.seed,
+        args.context_bytes.unwrap_or(CONTEXT_BYTES),
+        args.hours,
+    );
     let requests: Vec<Request> = corpus
         .requests
         .chunks(usize::try_from(args.merge_requests)?)

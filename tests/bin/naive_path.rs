@@ -23,14 +23,12 @@ use clap::Parser;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use schemas::convert::PartitionedBatches;
-use schemas::parquet_file::SpanFileWriter;
+use schemas::parquet_file::PartitionedFiles;
 use schemas::wire::scan_request;
 use trace2eval_tests::corpus::{CONTEXT_BYTES, load_corpus, parse_context_bytes};
+use trace2eval_tests::harness::cpu_seconds;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Rows buffered before they are encoded, as ingest's flusher does.
-const BATCH_ROWS: usize = 8192;
 
 #[derive(Parser)]
 #[command(about = "Measures P: spans per CPU-second of decode -> Arrow -> Parquet -> fsync")]
@@ -42,6 +40,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Bytes of retrieved context per LLM prompt, MIN-MAX (as `loadgen --context-bytes`).
+    /// [default: 1000-3000]
     #[arg(long, value_parser = parse_context_bytes)]
     context_bytes: Option<(usize, usize)>,
     /// CPU seconds to spend on each path (at least one pass each).
@@ -52,25 +51,7 @@ struct Args {
     json: bool,
 }
 
-/// utime + stime of this process, in seconds (USER_HZ is 100 on Linux).
-fn cpu_seconds() -> Result<f64, BoxError> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .ok_or("unreadable /proc/self/stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| -> Result<f64, BoxError> {
-        Ok(fields
-            .get(i)
-            .ok_or("short /proc/self/stat")?
-            .parse::<f64>()?)
-    };
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
-}
-
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Path {
     Naive,
     IngestWork,
@@ -79,21 +60,8 @@ enum Path {
 /// One pass over the corpus on `path`: every span into Parquet files, fsynced. Returns spans.
 fn pass(path: Path, requests: &[Vec<u8>], out: &std::path::Path) -> Result<usize, BoxError> {
     let mut batches = PartitionedBatches::new();
-    let mut writers: Vec<(schemas::layout::Partition, SpanFileWriter)> = Vec::new();
+    let mut files = PartitionedFiles::default();
     let mut spans = 0usize;
-    let mut drain = |batches: &mut PartitionedBatches| -> Result<(), BoxError> {
-        for (partition, batch) in batches.finish()? {
-            let i = match writers.iter().position(|(p, _)| *p == partition) {
-                Some(i) => i,
-                None => {
-                    writers.push((partition, SpanFileWriter::new()?));
-                    writers.len() - 1
-                }
-            };
-            writers[i].1.write(&batch)?;
-        }
-        Ok(())
-    };
     for body in requests {
         match path {
             Path::Naive => {
@@ -114,13 +82,12 @@ fn pass(path: Path, requests: &[Vec<u8>], out: &std::path::Path) -> Result<usize
             }
         }
         batches.append_encoded("default", body)?;
-        if batches.rows() >= BATCH_ROWS {
-            drain(&mut batches)?;
+        if batches.rows() >= PartitionedFiles::BATCH_ROWS {
+            files.drain(&mut batches)?;
         }
     }
-    drain(&mut batches)?;
-    for (i, (_, writer)) in writers.into_iter().enumerate() {
-        let bytes = writer.finish()?;
+    files.drain(&mut batches)?;
+    for (i, (_, bytes, _)) in files.finish()?.into_iter().enumerate() {
         let name = out.join(format!("{i}.parquet"));
         let mut file = std::fs::File::create(&name)?;
         file.write_all(&bytes)?;
@@ -129,6 +96,7 @@ fn pass(path: Path, requests: &[Vec<u8>], out: &std::path::Path) -> Result<usize
     Ok(spans)
 }
 
+#[derive(Default)]
 struct Measured {
     spans: usize,
     cpu_s: f64,
@@ -154,21 +122,15 @@ fn main() -> Result<(), BoxError> {
     let bytes_per_span = bytes as f64 / corpus.spans.max(1) as f64;
     let dir = tempfile::tempdir()?;
 
-    let mut naive = Measured {
-        spans: 0,
-        cpu_s: 0.0,
-    };
-    let mut work = Measured {
-        spans: 0,
-        cpu_s: 0.0,
-    };
+    let (mut naive, mut work) = (Measured::default(), Measured::default());
+    let cpu = || cpu_seconds(std::process::id()).ok_or("cannot read /proc/self/stat");
     let started = Instant::now();
     // Alternate the two paths pass by pass so that both see the same machine.
     while naive.spans == 0 || naive.cpu_s < args.seconds || work.cpu_s < args.seconds {
         for (path, m) in [(Path::Naive, &mut naive), (Path::IngestWork, &mut work)] {
-            let before = cpu_seconds()?;
+            let before = cpu()?;
             m.spans += pass(path, &requests, dir.path())?;
-            m.cpu_s += cpu_seconds()? - before;
+            m.cpu_s += cpu()? - before;
         }
     }
     let say = |line: String| {
