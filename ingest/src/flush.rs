@@ -83,18 +83,52 @@ pub fn convert_segment(segment: &Segment, writer_id: u128) -> Result<Vec<SpanFil
         .collect())
 }
 
+type Converted = Result<Vec<SpanFile>, IngestError>;
+
+/// The one thread segments are converted on. glibc's malloc gives each thread an arena of its
+/// own and keeps each arena's peak resident, so conversions spread over the blocking pool's
+/// threads held a conversion's peak once per thread: one thread holds it once. Peak RSS under
+/// full load went from 323-334 MiB to 121-151 MiB at the same CPU per span (BENCHMARKS.md,
+/// 2026-12-06, "one conversion thread").
+pub struct Converter {
+    jobs: std::sync::mpsc::Sender<(Segment, tokio::sync::oneshot::Sender<Converted>)>,
+}
+
+impl Converter {
+    pub fn start(writer_id: u128) -> Result<Self, IngestError> {
+        let (jobs, rx) =
+            std::sync::mpsc::channel::<(Segment, tokio::sync::oneshot::Sender<Converted>)>();
+        std::thread::Builder::new()
+            .name("flush-convert".into())
+            .spawn(move || {
+                for (segment, done) in rx {
+                    // The flusher waits for every answer; if it is gone, so is the process.
+                    let _ = done.send(convert_segment(&segment, writer_id));
+                }
+            })
+            .map_err(|e| IngestError::io("starting the flush thread", e))?;
+        Ok(Self { jobs })
+    }
+
+    async fn convert(&self, segment: &Segment) -> Converted {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let gone = || IngestError::io("flush thread", std::io::Error::other("stopped"));
+        self.jobs
+            .send((segment.clone(), done))
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
 /// Flushes one segment into the store, then deletes it.
 async fn flush_segment(
     segment: &Segment,
-    writer_id: u128,
+    converter: &Converter,
     store: &Store,
     metrics: &Metrics,
 ) -> Result<(), IngestError> {
     let started = Instant::now();
-    let seg = segment.clone();
-    let files = tokio::task::spawn_blocking(move || convert_segment(&seg, writer_id))
-        .await
-        .map_err(|e| IngestError::io("flush task", std::io::Error::other(e)))??;
+    let files = converter.convert(segment).await?;
     let (mut rows, mut bytes) = (0usize, 0usize);
     for f in &files {
         store
@@ -132,14 +166,14 @@ async fn flush_segment(
 pub async fn run(
     mut sealed: mpsc::UnboundedReceiver<Segment>,
     wal: Wal,
-    writer_id: u128,
+    converter: Converter,
     store: Store,
     metrics: Arc<Metrics>,
 ) {
     while let Some(segment) = sealed.recv().await {
         let mut delay = Duration::from_millis(200);
         loop {
-            match flush_segment(&segment, writer_id, &store, &metrics).await {
+            match flush_segment(&segment, &converter, &store, &metrics).await {
                 Ok(()) => break,
                 Err(e) => {
                     metrics.flush_errors.fetch_add(1, Ordering::Relaxed);

@@ -78,10 +78,11 @@ pub async fn start(
         .local_addr()
         .map_err(|e| IngestError::io("HTTP address", e))?;
 
+    let converter = flush::Converter::start(opened.writer_id)?;
     let flusher = tokio::spawn(flush::run(
         opened.sealed,
         wal.clone(),
-        opened.writer_id,
+        converter,
         store.clone(),
         metrics.clone(),
     ));
