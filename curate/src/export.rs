@@ -9,17 +9,22 @@
 //! innermost on a tie. Calls with no input and no output are left out of `--per call` datasets
 //! (there is nothing to judge); `--json` counts them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use datafusion::datasource::MemTable;
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::cli::{Format, Per};
 use crate::error::CurateError;
 use crate::extract::Message;
+use crate::manifest::DatasetWriter;
 
 /// Column reader over query results, casting to the expected type.
 struct Cols<'a> {
@@ -187,48 +192,46 @@ pub async fn selected_traces(
     Ok(out)
 }
 
-async fn selected_calls(catalog: &Catalog) -> Result<Vec<CallRow>, CurateError> {
-    let sql = "SELECT l.trace_id, l.span_id, l.parent_span_id, l.service_name, \
-        arrow_cast(l.start_time, 'Int64') AS start_ns, l.duration_ns, l.status_code, l.model, \
-        l.input_tokens, l.output_tokens, l.cost_usd, l.system_prompt, l.input_messages, \
-        l.output_messages, l.context \
-        FROM llm_calls l JOIN selected s ON l.trace_id = s.trace_id \
-        ORDER BY l.start_time, l.span_id, l.trace_id";
-    let mut out = Vec::new();
-    for b in query(catalog, sql).await? {
-        let c = Cols { batch: &b };
-        let (trace, span, parent, service) = (
-            c.strings("trace_id")?,
-            c.strings("span_id")?,
-            c.strings("parent_span_id")?,
-            c.strings("service_name")?,
-        );
-        let (start, dur, status, model) = (
-            c.ints("start_ns")?,
-            c.ints("duration_ns")?,
-            c.strings("status_code")?,
-            c.strings("model")?,
-        );
-        let (inp, outp, cost) = (
-            c.ints("input_tokens")?,
-            c.ints("output_tokens")?,
-            c.floats("cost_usd")?,
-        );
-        let (system, input, output, context) = (
-            c.strings("system_prompt")?,
-            c.strings("input_messages")?,
-            c.strings("output_messages")?,
-            c.strings("context")?,
-        );
-        for i in 0..b.num_rows() {
-            // A span stored twice (an OTLP client's retry after a lost answer) is one call:
-            // its copies have the same ids and sort next to each other.
-            if out.last().is_some_and(|prev: &CallRow| {
-                Some(&prev.span_id) == span[i].as_ref() && Some(&prev.trace_id) == trace[i].as_ref()
-            }) {
-                continue;
-            }
-            out.push(CallRow {
+/// The LLM calls of the export's traces, by trace (in the traces' order), then start and
+/// span id; the rank is the trace's position.
+const CALLS_SQL: &str = "SELECT e.rank, l.trace_id, l.span_id, l.parent_span_id, l.service_name, \
+    arrow_cast(l.start_time, 'Int64') AS start_ns, l.duration_ns, l.status_code, l.model, \
+    l.input_tokens, l.output_tokens, l.cost_usd, l.system_prompt, l.input_messages, \
+    l.output_messages, l.context \
+    FROM llm_calls l JOIN export_traces e ON l.trace_id = e.trace_id \
+    ORDER BY e.rank, l.start_time, l.span_id";
+
+fn call_rows(b: &RecordBatch) -> Result<Vec<(i64, CallRow)>, CurateError> {
+    let c = Cols { batch: b };
+    let rank = c.ints("rank")?;
+    let (trace, span, parent, service) = (
+        c.strings("trace_id")?,
+        c.strings("span_id")?,
+        c.strings("parent_span_id")?,
+        c.strings("service_name")?,
+    );
+    let (start, dur, status, model) = (
+        c.ints("start_ns")?,
+        c.ints("duration_ns")?,
+        c.strings("status_code")?,
+        c.strings("model")?,
+    );
+    let (inp, outp, cost) = (
+        c.ints("input_tokens")?,
+        c.ints("output_tokens")?,
+        c.floats("cost_usd")?,
+    );
+    let (system, input, output, context) = (
+        c.strings("system_prompt")?,
+        c.strings("input_messages")?,
+        c.strings("output_messages")?,
+        c.strings("context")?,
+    );
+    let mut out = Vec::with_capacity(b.num_rows());
+    for i in 0..b.num_rows() {
+        out.push((
+            rank[i].unwrap_or(-1),
+            CallRow {
                 trace_id: trace[i].clone().unwrap_or_default(),
                 span_id: span[i].clone().unwrap_or_default(),
                 parent_span_id: parent[i].clone(),
@@ -244,33 +247,79 @@ async fn selected_calls(catalog: &Catalog) -> Result<Vec<CallRow>, CurateError> 
                 input: json_list(input[i].clone()),
                 output: json_list(output[i].clone()),
                 context: json_list(context[i].clone()),
-            });
-        }
+            },
+        ));
     }
     Ok(out)
 }
 
-/// Documents of retrieval spans of the selected traces, by trace, in start order.
-async fn retrieved_context(catalog: &Catalog) -> Result<HashMap<String, Vec<String>>, CurateError> {
-    let sql = "SELECT sp.trace_id, llm_io(sp.attributes, sp.events)['context'] AS context \
-        FROM spans sp JOIN selected s ON sp.trace_id = s.trace_id \
+/// Documents of retrieval spans (not LLM calls) of the export's traces, by trace (in the
+/// traces' order), in start order.
+fn context_sql() -> String {
+    "SELECT e.rank, llm_io(sp.attributes, sp.events)['context'] AS context \
+        FROM spans sp JOIN export_traces e ON sp.trace_id = e.trace_id \
         WHERE sp.attributes['retrieval.documents.0.document.content'] IS NOT NULL \
-        AND NOT coalesce({IS_LLM_CALL}, false) ORDER BY sp.start_time"
-        .replace("{IS_LLM_CALL}", crate::catalog::IS_LLM_CALL);
-    let mut out: HashMap<String, Vec<String>> = HashMap::new();
-    for b in query(catalog, &sql).await? {
-        let c = Cols { batch: &b };
-        for (t, ctx) in c
-            .strings("trace_id")?
-            .into_iter()
-            .zip(c.strings("context")?)
-        {
-            out.entry(t.unwrap_or_default())
-                .or_default()
-                .extend(json_list::<String>(ctx));
+        AND NOT coalesce({IS_LLM_CALL}, false) ORDER BY e.rank, sp.start_time"
+        .replace("{IS_LLM_CALL}", crate::catalog::IS_LLM_CALL)
+}
+
+fn context_rows(b: &RecordBatch) -> Result<Vec<(i64, Vec<String>)>, CurateError> {
+    let c = Cols { batch: b };
+    Ok(c.ints("rank")?
+        .into_iter()
+        .zip(c.strings("context")?)
+        .map(|(rank, ctx)| (rank.unwrap_or(-1), json_list::<String>(ctx)))
+        .collect())
+}
+
+/// Reads one result batch as (rank, row) pairs.
+type Convert<T> = fn(&RecordBatch) -> Result<Vec<(i64, T)>, CurateError>;
+
+/// Rows of a query sorted by `rank`, read a batch at a time and handed out a rank at a time.
+struct Ranked<T> {
+    stream: datafusion::physical_plan::SendableRecordBatchStream,
+    rows: VecDeque<(i64, T)>,
+    convert: Convert<T>,
+    done: bool,
+}
+
+impl<T> Ranked<T> {
+    async fn open(
+        catalog: &Catalog,
+        sql: &str,
+        convert: Convert<T>,
+    ) -> Result<Self, CurateError> {
+        Ok(Self {
+            stream: catalog.ctx.sql(sql).await?.execute_stream().await?,
+            rows: VecDeque::new(),
+            convert,
+            done: false,
+        })
+    }
+
+    /// The rows of `rank`; ranks must be asked for in increasing order.
+    async fn take(&mut self, rank: i64) -> Result<Vec<T>, CurateError> {
+        let mut out = Vec::new();
+        loop {
+            while let Some((r, _)) = self.rows.front() {
+                if *r > rank {
+                    return Ok(out);
+                }
+                if let Some((r, row)) = self.rows.pop_front()
+                    && r == rank
+                {
+                    out.push(row);
+                }
+            }
+            if self.done {
+                return Ok(out);
+            }
+            match self.stream.next().await {
+                Some(batch) => self.rows.extend((self.convert)(&batch?)?),
+                None => self.done = true,
+            }
         }
     }
-    Ok(out)
 }
 
 /// Groups the spans of one call (see the module docs) and keeps the best span of each.
@@ -403,123 +452,106 @@ fn with_system(system: Option<&str>, input: &[Message]) -> Vec<Message> {
 }
 
 /// Builds the `items` lines: one per call (default) or per trace.
-fn items(
-    traces: &[TraceRow],
-    calls_rows: Vec<CallRow>,
-    contexts: &HashMap<String, Vec<String>>,
+/// The items of one trace from its calls (grouped by `calls`) and its retrieved context;
+/// also how many calls had no content.
+fn trace_items(
+    t: &TraceRow,
+    calls: Vec<CallRow>,
+    trace_ctx: Vec<String>,
     per: Per,
 ) -> (Vec<Item>, usize) {
-    let by_trace: HashMap<&str, &TraceRow> =
-        traces.iter().map(|t| (t.trace_id.as_str(), t)).collect();
-    let mut calls_by_trace: BTreeMap<String, Vec<CallRow>> = BTreeMap::new();
-    for c in calls(calls_rows) {
-        if by_trace.contains_key(c.trace_id.as_str()) {
-            calls_by_trace
-                .entry(c.trace_id.clone())
-                .or_default()
-                .push(c);
-        }
-    }
     let mut out = Vec::new();
     let mut empty = 0;
-    for t in traces {
-        let calls = calls_by_trace.remove(&t.trace_id).unwrap_or_default();
-        let trace_ctx = contexts.get(&t.trace_id).cloned().unwrap_or_default();
-        let meta = |model: Option<String>,
-                    dur: i64,
-                    inp,
-                    outp,
-                    cost,
-                    status: String,
-                    service,
-                    start_ns| Metadata {
-            rules: t.rules.clone(),
-            model,
-            latency_ms: dur as f64 / 1e6,
-            input_tokens: inp,
-            output_tokens: outp,
-            cost_usd: cost,
-            status,
-            service,
-            session_id: t.session_id.clone(),
-            user_id: t.user_id.clone(),
-            tenant: t.tenant.clone(),
-            start_time: nanos_to_rfc3339(start_ns),
-            root_name: t.root_name.clone(),
-        };
-        match per {
-            Per::Call => {
-                for c in calls {
-                    if c.content() == 0 {
-                        empty += 1;
-                        continue;
-                    }
-                    let context = if c.context.is_empty() {
-                        trace_ctx.clone()
-                    } else {
-                        c.context.clone()
-                    };
-                    out.push(Item {
-                        id: format!("{}-{}", c.trace_id, c.span_id),
-                        input: with_system(c.system.as_deref(), &c.input),
-                        output: output_text(&c.output),
-                        context,
-                        expected_output: None,
-                        metadata: meta(
-                            c.model.clone(),
-                            c.duration_ns,
-                            c.input_tokens,
-                            c.output_tokens,
-                            c.cost_usd,
-                            c.status_code.clone(),
-                            c.service.clone(),
-                            c.start_ns,
-                        ),
-                        trace_id: c.trace_id,
-                        span_id: c.span_id,
-                    });
-                }
+    let meta =
+        |model: Option<String>, dur: i64, inp, outp, cost, status: String, service, start_ns| {
+            Metadata {
+                rules: t.rules.clone(),
+                model,
+                latency_ms: dur as f64 / 1e6,
+                input_tokens: inp,
+                output_tokens: outp,
+                cost_usd: cost,
+                status,
+                service,
+                session_id: t.session_id.clone(),
+                user_id: t.user_id.clone(),
+                tenant: t.tenant.clone(),
+                start_time: nanos_to_rfc3339(start_ns),
+                root_name: t.root_name.clone(),
             }
-            Per::Trace => {
-                let first = calls.iter().find(|c| !c.input.is_empty());
-                let last = calls.iter().rev().find(|c| !c.output.is_empty());
-                let mut context: Vec<String> = trace_ctx.clone();
-                for c in &calls {
-                    context.extend(c.context.iter().cloned());
+        };
+    match per {
+        Per::Call => {
+            for c in calls {
+                if c.content() == 0 {
+                    empty += 1;
+                    continue;
                 }
-                context.dedup();
-                let models: Vec<String> = calls.iter().filter_map(|c| c.model.clone()).collect();
+                let context = if c.context.is_empty() {
+                    trace_ctx.clone()
+                } else {
+                    c.context.clone()
+                };
                 out.push(Item {
-                    id: t.trace_id.clone(),
-                    trace_id: t.trace_id.clone(),
-                    // A trace whose root never arrived is named by its first LLM call.
-                    span_id: t
-                        .root_span_id
-                        .clone()
-                        .or_else(|| calls.first().map(|c| c.span_id.clone()))
-                        .unwrap_or_default(),
-                    input: first
-                        .map(|c| with_system(c.system.as_deref(), &c.input))
-                        .unwrap_or_default(),
-                    output: last.map(|c| output_text(&c.output)).unwrap_or_default(),
+                    id: format!("{}-{}", c.trace_id, c.span_id),
+                    input: with_system(c.system.as_deref(), &c.input),
+                    output: output_text(&c.output),
                     context,
                     expected_output: None,
                     metadata: meta(
-                        models.first().cloned(),
-                        t.root_duration_ns,
-                        Some(t.input_tokens),
-                        Some(t.output_tokens),
-                        Some(t.cost_usd),
-                        if t.has_error {
-                            "ERROR".into()
-                        } else {
-                            "OK".into()
-                        },
-                        t.root_service.clone(),
-                        t.start_ns,
+                        c.model.clone(),
+                        c.duration_ns,
+                        c.input_tokens,
+                        c.output_tokens,
+                        c.cost_usd,
+                        c.status_code.clone(),
+                        c.service.clone(),
+                        c.start_ns,
                     ),
+                    trace_id: c.trace_id,
+                    span_id: c.span_id,
                 });
             }
+        }
+        Per::Trace => {
+            let first = calls.iter().find(|c| !c.input.is_empty());
+            let last = calls.iter().rev().find(|c| !c.output.is_empty());
+            let mut context: Vec<String> = trace_ctx.clone();
+            for c in &calls {
+                context.extend(c.context.iter().cloned());
+            }
+            context.dedup();
+            let models: Vec<String> = calls.iter().filter_map(|c| c.model.clone()).collect();
+            out.push(Item {
+                id: t.trace_id.clone(),
+                trace_id: t.trace_id.clone(),
+                // A trace whose root never arrived is named by its first LLM call.
+                span_id: t
+                    .root_span_id
+                    .clone()
+                    .or_else(|| calls.first().map(|c| c.span_id.clone()))
+                    .unwrap_or_default(),
+                input: first
+                    .map(|c| with_system(c.system.as_deref(), &c.input))
+                    .unwrap_or_default(),
+                output: last.map(|c| output_text(&c.output)).unwrap_or_default(),
+                context,
+                expected_output: None,
+                metadata: meta(
+                    models.first().cloned(),
+                    t.root_duration_ns,
+                    Some(t.input_tokens),
+                    Some(t.output_tokens),
+                    Some(t.cost_usd),
+                    if t.has_error {
+                        "ERROR".into()
+                    } else {
+                        "OK".into()
+                    },
+                    t.root_service.clone(),
+                    t.start_ns,
+                ),
+            });
         }
     }
     (out, empty)
@@ -615,33 +647,75 @@ fn line(item: &Item, format: Format) -> Result<String, serde_json::Error> {
 }
 
 /// What an export produced.
+/// What an export wrote.
 pub struct Exported {
-    pub lines: Vec<String>,
     pub traces: usize,
     pub calls_without_content: usize,
 }
 
-/// Builds the dataset lines of the selected traces.
+/// The order of the export: each trace's position in `traces`, as table `export_traces`.
+fn register_order(catalog: &Catalog, traces: &[TraceRow]) -> Result<(), CurateError> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("trace_id", DataType::Utf8, false),
+        Field::new("rank", DataType::Int64, false),
+    ]));
+    let ids = StringArray::from_iter_values(traces.iter().map(|t| t.trace_id.as_str()));
+    let ranks = Int64Array::from_iter_values(0..traces.len() as i64);
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(ranks)])
+        .map_err(datafusion::error::DataFusionError::from)?;
+    let _ = catalog.ctx.deregister_table("export_traces")?;
+    catalog.ctx.register_table(
+        "export_traces",
+        Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
+    )?;
+    Ok(())
+}
+
+/// 128 bits of hash of an item's input, to leave out repeated inputs without keeping them.
+fn input_key(input: &[Message]) -> u128 {
+    let text = serde_json::to_string(input).unwrap_or_default();
+    let half = |seed: u8| {
+        let mut h = std::hash::DefaultHasher::new();
+        seed.hash(&mut h);
+        text.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
+}
+
+/// Writes the dataset lines of `traces`, in their order, to `out` a trace at a time. The
+/// calls and retrieved context come from two queries sorted by the trace's position, so
+/// besides those queries' sort buffers, memory holds one trace's rows, not the dataset
+/// (holding it took ~5.6x the dataset's size, BENCHMARKS.md 2026-12-06). Repeated inputs
+/// (`--per call`) are written once: the first.
 pub async fn export(
     catalog: &Catalog,
     traces: &[TraceRow],
     format: Format,
     per: Per,
+    out: &mut DatasetWriter,
 ) -> Result<Exported, CurateError> {
-    let calls_rows = selected_calls(catalog).await?;
-    let contexts = retrieved_context(catalog).await?;
-    let (items, empty) = items(traces, calls_rows, &contexts, per);
-    // De-duplicate identical inputs: the first of each is kept.
-    let mut seen = std::collections::HashSet::new();
-    let lines = items
-        .iter()
-        .filter(|i| {
-            per == Per::Trace || seen.insert(serde_json::to_string(&i.input).unwrap_or_default())
-        })
-        .map(|i| line(i, format))
-        .collect::<Result<_, _>>()?;
+    register_order(catalog, traces)?;
+    let mut calls_of = Ranked::open(catalog, CALLS_SQL, call_rows).await?;
+    let mut context_of = Ranked::open(catalog, &context_sql(), context_rows).await?;
+    let mut seen = HashSet::new();
+    let mut empty = 0;
+    for (rank, t) in (0i64..).zip(traces) {
+        let mut rows = calls_of.take(rank).await?;
+        // A span stored twice (an OTLP client's retry after a lost answer) is one call: its
+        // copies have the same ids and sort next to each other.
+        rows.dedup_by(|a, b| a.span_id == b.span_id);
+        let context = context_of.take(rank).await?.concat();
+        let (items, e) = trace_items(t, calls(rows), context, per);
+        empty += e;
+        for item in items {
+            if per == Per::Call && !seen.insert(input_key(&item.input)) {
+                continue;
+            }
+            out.line(&line(&item, format)?)?;
+        }
+    }
     Ok(Exported {
-        lines,
         traces: traces.len(),
         calls_without_content: empty,
     })

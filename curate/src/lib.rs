@@ -350,16 +350,13 @@ pub async fn export_dataset(
     let settled = export::selected_traces(&catalog, &eligible).await?;
     let not_settled = combined.len() - settled.len();
     let traces = select::sample_and_limit(settled, args.sample, args.seed, args.limit);
-    let kept: std::collections::BTreeMap<String, Vec<String>> = traces
-        .iter()
-        .map(|t| (t.trace_id.clone(), t.rules.clone()))
-        .collect();
-    select::register_selected(&catalog, &kept)?;
     progress.set_message(format!("exporting {} traces", traces.len()));
     progress.inc(1);
-    let exported = export::export(&catalog, &traces, args.format, args.per).await?;
+    let mut dataset = manifest::DatasetWriter::create(&out)?;
+    let exported = export::export(&catalog, &traces, args.format, args.per, &mut dataset).await?;
+    let lines = dataset.lines();
+    let written = dataset.finish()?;
     progress.finish_and_clear();
-    let written = manifest::write(&out, &exported.lines)?;
     let scanned = scanned_traces(&catalog).await?;
     let summary = Summary {
         traces_scanned: scanned,
@@ -371,7 +368,7 @@ pub async fn export_dataset(
         not_settled,
         exported_traces: exported.traces,
         trace_ids: traces.iter().map(|t| t.trace_id.clone()).collect(),
-        lines: exported.lines.len(),
+        lines,
         calls_without_content: exported.calls_without_content,
         out: out.display().to_string(),
         manifest: written.manifest_path.display().to_string(),

@@ -45,24 +45,92 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CurateError> {
         .map_err(|e| CurateError::io(format!("renaming to {}", path.display()), e))
 }
 
-/// Writes the JSONL dataset (one line each, UTF-8, newline-terminated).
-pub fn write(out: &Path, lines: &[String]) -> Result<Written, CurateError> {
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| CurateError::io(format!("creating {}", dir.display()), e))?;
+/// The JSONL dataset (one line each, UTF-8, newline-terminated), written as lines come:
+/// into a temporary file beside `out` that becomes `out` on [`DatasetWriter::finish`], so
+/// a reader never sees a partial dataset. A writer dropped unfinished (an error on the way)
+/// removes its temporary file.
+pub struct DatasetWriter {
+    out: PathBuf,
+    tmp: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    sha: Sha256,
+    bytes: u64,
+    lines: usize,
+    done: bool,
+}
+
+impl DatasetWriter {
+    pub fn create(out: &Path) -> Result<Self, CurateError> {
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CurateError::io(format!("creating {}", dir.display()), e))?;
+        }
+        let tmp = out.with_extension("tmp-curate");
+        let file = std::fs::File::create(&tmp)
+            .map_err(|e| CurateError::io(format!("creating {}", tmp.display()), e))?;
+        Ok(Self {
+            out: out.to_path_buf(),
+            tmp,
+            file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            sha: Sha256::new(),
+            bytes: 0,
+            lines: 0,
+            done: false,
+        })
     }
-    let mut body = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-    for l in lines {
-        body.push_str(l);
-        body.push('\n');
+
+    /// Appends one line (`line` without its newline).
+    pub fn line(&mut self, line: &str) -> Result<(), CurateError> {
+        let Some(f) = self.file.as_mut() else {
+            return Err(CurateError::io(
+                format!("writing {}", self.tmp.display()),
+                std::io::Error::other("dataset already finished"),
+            ));
+        };
+        f.write_all(line.as_bytes())
+            .and_then(|()| f.write_all(b"\n"))
+            .map_err(|e| CurateError::io(format!("writing {}", self.tmp.display()), e))?;
+        self.sha.update(line.as_bytes());
+        self.sha.update(b"\n");
+        self.bytes += line.len() as u64 + 1;
+        self.lines += 1;
+        Ok(())
     }
-    write_atomic(out, body.as_bytes())?;
-    Ok(Written {
-        path: out.to_path_buf(),
-        manifest_path: manifest_path(out),
-        sha256: format!("{:x}", Sha256::digest(body.as_bytes())),
-        bytes: body.len() as u64,
-    })
+
+    pub fn lines(&self) -> usize {
+        self.lines
+    }
+
+    /// Syncs the file and renames it to `out`.
+    pub fn finish(mut self) -> Result<Written, CurateError> {
+        let f = self.file.take().map(std::io::BufWriter::into_inner);
+        let tmp = self.tmp.display().to_string();
+        match f {
+            Some(Ok(f)) => f
+                .sync_all()
+                .map_err(|e| CurateError::io(format!("writing {tmp}"), e))?,
+            Some(Err(e)) => return Err(CurateError::io(format!("writing {tmp}"), e.into_error())),
+            None => {}
+        }
+        std::fs::rename(&self.tmp, &self.out)
+            .map_err(|e| CurateError::io(format!("renaming to {}", self.out.display()), e))?;
+        self.done = true;
+        Ok(Written {
+            path: self.out.clone(),
+            manifest_path: manifest_path(&self.out),
+            sha256: format!("{:x}", std::mem::take(&mut self.sha).finalize()),
+            bytes: self.bytes,
+        })
+    }
+}
+
+impl Drop for DatasetWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.file = None;
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// The Parquet files of the store inside the window (and of `tenant`, when given), sorted.
@@ -152,4 +220,57 @@ pub fn write_manifest(
     });
     let text = serde_json::to_string_pretty(&m).unwrap_or_default();
     write_atomic(&written.manifest_path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "curate-manifest-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_finished_dataset_has_every_line_and_their_digest() -> TestResult {
+        let dir = scratch("finished");
+        let out = dir.join("sub/data.jsonl");
+        let mut w = DatasetWriter::create(&out)?;
+        w.line(r#"{"a":1}"#)?;
+        w.line(r#"{"b":"é"}"#)?;
+        assert!(!out.exists(), "no partial dataset under the final name");
+        assert_eq!(w.lines(), 2);
+        let written = w.finish()?;
+        let body = std::fs::read(&out)?;
+        assert_eq!(body, "{\"a\":1}\n{\"b\":\"é\"}\n".as_bytes());
+        assert_eq!(written.sha256, format!("{:x}", Sha256::digest(&body)));
+        assert_eq!(written.bytes, body.len() as u64);
+        assert!(!out.with_extension("tmp-curate").exists());
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    /// An export that fails half way (a query error, a full disk) leaves the earlier dataset
+    /// as it was and no temporary file.
+    #[test]
+    fn an_unfinished_dataset_leaves_the_earlier_one_and_no_temporary_file() -> TestResult {
+        let dir = scratch("unfinished");
+        std::fs::create_dir_all(&dir)?;
+        let out = dir.join("data.jsonl");
+        std::fs::write(&out, "earlier\n")?;
+        {
+            let mut w = DatasetWriter::create(&out)?;
+            w.line("partial")?;
+        }
+        assert_eq!(std::fs::read_to_string(&out)?, "earlier\n");
+        assert!(!out.with_extension("tmp-curate").exists());
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
 }
