@@ -4,6 +4,8 @@
 //!
 //! - `prost_decode`: the old receive path, prost structs from the request bytes (reference);
 //! - `validate`: what ingest does to a request before the WAL (`schemas::wire::scan_request`);
+//! - `json_transcode`: an OTLP/JSON request into the protobuf bytes the rest of ingest takes
+//!   (`schemas::json_wire::transcode`, which also checks it);
 //! - `to_arrow`: WAL record bytes -> span table columns (`PartitionedBatches::append_encoded`);
 //! - `parquet_encode`: those columns -> Parquet files (one per hourly partition, as the
 //!   flusher writes them) with the span table's writer settings.
@@ -31,6 +33,19 @@ fn requests() -> &'static (Vec<Vec<u8>>, usize) {
         let corpus = load_corpus(4000, 7, CONTEXT_BYTES, 1);
         let bytes = corpus.requests.iter().map(Message::encode_to_vec).collect();
         (bytes, corpus.spans)
+    })
+}
+
+/// The same requests as OTLP/JSON bodies, as loadgen --json-body sends them.
+fn json_requests() -> &'static Vec<Vec<u8>> {
+    static REQUESTS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    REQUESTS.get_or_init(|| {
+        let corpus = load_corpus(4000, 7, CONTEXT_BYTES, 1);
+        corpus
+            .requests
+            .iter()
+            .map(|r| trace2eval_tests::corpus::to_json(r).into_bytes())
+            .collect()
     })
 }
 
@@ -71,6 +86,16 @@ fn validate(bencher: Bencher) {
         reqs.iter()
             .map(|r| schemas::wire::scan_request(r).map_or(0, |s| s.accepted))
             .sum::<u64>()
+    });
+}
+
+#[divan::bench(sample_count = 10)]
+fn json_transcode(bencher: Bencher) {
+    let reqs = json_requests();
+    bencher.counter(ItemsCount::new(requests().1)).bench(|| {
+        reqs.iter()
+            .map(|r| schemas::json_wire::transcode(r).map_or(0, |b| b.len()))
+            .sum::<usize>()
     });
 }
 
