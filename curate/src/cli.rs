@@ -53,15 +53,20 @@ pub struct Args {
     /// How several rules combine: any (union) or all (intersection).
     #[arg(long = "match", value_enum, default_value_t = Match::Any, env = "CURATE_MATCH")]
     pub match_: Match,
-    /// Rule parameter, e.g. --set slow.min_duration=2s (repeatable).
-    #[arg(long = "set", value_name = "RULE.PARAM=VALUE")]
+    /// Rule parameter, e.g. --set slow.min_duration=2s (repeatable, or comma-separated).
+    #[arg(
+        long = "set",
+        env = "CURATE_SET",
+        value_delimiter = ',',
+        value_name = "RULE.PARAM=VALUE"
+    )]
     pub sets: Vec<String>,
     /// Custom rule: a SQL boolean expression over the traces view.
-    #[arg(long = "where", value_name = "SQL")]
+    #[arg(long = "where", env = "CURATE_WHERE", value_name = "SQL")]
     pub where_: Option<String>,
     /// Without --out: run this SQL and print the result. With --out: a custom rule, a query
     /// returning a trace_id column.
-    #[arg(long, value_name = "SQL")]
+    #[arg(long, env = "CURATE_SQL", value_name = "SQL")]
     pub sql: Option<String>,
     /// TOML file of custom rules: [rules.NAME] with `where = "..."` or `sql = "..."`.
     #[arg(long = "rules", env = "CURATE_RULES", value_name = "FILE")]
@@ -73,7 +78,7 @@ pub struct Args {
     #[arg(long, env = "CURATE_UNTIL", value_name = "TIME")]
     pub until: Option<String>,
     /// No time bound (overrides --since/--until).
-    #[arg(long)]
+    #[arg(long, env = "CURATE_ALL")]
     pub all: bool,
     /// Only this tenant.
     #[arg(long, env = "CURATE_TENANT", global = true)]
@@ -96,19 +101,19 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Per::Call, env = "CURATE_PER")]
     pub per: Per,
     /// quick-followup: also select the earlier trace of each pair.
-    #[arg(long)]
+    #[arg(long, env = "CURATE_INCLUDE_PREVIOUS")]
     pub include_previous: bool,
     /// Price table (TOML, USD per million tokens) replacing the built-in one.
     #[arg(long, env = "CURATE_PRICES", value_name = "FILE")]
     pub prices: Option<PathBuf>,
     /// At most this many selected traces (earliest first).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "CURATE_LIMIT", value_name = "N")]
     pub limit: Option<usize>,
     /// A seeded random sample of N selected traces (with --seed).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "CURATE_SAMPLE", value_name = "N")]
     pub sample: Option<usize>,
     /// Seed of --sample.
-    #[arg(long, default_value_t = 0, value_name = "S")]
+    #[arg(long, env = "CURATE_SEED", default_value_t = 0, value_name = "S")]
     pub seed: u64,
     /// Machine-readable output: JSON lines for --sql, a JSON summary for exports and jobs.
     #[arg(long, global = true)]

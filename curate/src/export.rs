@@ -284,11 +284,7 @@ struct Ranked<T> {
 }
 
 impl<T> Ranked<T> {
-    async fn open(
-        catalog: &Catalog,
-        sql: &str,
-        convert: Convert<T>,
-    ) -> Result<Self, CurateError> {
+    async fn open(catalog: &Catalog, sql: &str, convert: Convert<T>) -> Result<Self, CurateError> {
         Ok(Self {
             stream: catalog.ctx.sql(sql).await?.execute_stream().await?,
             rows: VecDeque::new(),

@@ -28,22 +28,36 @@ pub(crate) fn curate(dir: &Path, args: &[&str]) -> TestResult<Ran> {
 }
 
 fn curate_at(dir: &Path, now: &str, args: &[&str]) -> TestResult<Ran> {
+    curate_env(dir, now, &[], args)
+}
+
+fn curate_env(dir: &Path, now: &str, env: &[(&str, &str)], args: &[&str]) -> TestResult<Ran> {
     output_of(
         Command::new(bin_path("curate")?)
             .arg("--store")
             .arg(dir.join("store"))
             .args(["--now", now])
+            .envs(env.iter().copied())
             .args(args),
     )
 }
 
 /// Exports `rule` per trace and returns the selected trace ids.
 fn select(dir: &Path, rule_args: &[&str]) -> TestResult<BTreeSet<String>> {
+    select_env(dir, &[], rule_args)
+}
+
+/// `select` with options also in environment variables.
+fn select_env(
+    dir: &Path,
+    env: &[(&str, &str)],
+    rule_args: &[&str],
+) -> TestResult<BTreeSet<String>> {
     let out = dir.join("out.jsonl");
     let out_s = out.display().to_string();
     let mut args = vec!["--per", "trace", "--out", &out_s];
     args.extend_from_slice(rule_args);
-    let (code, stdout, stderr) = curate(dir, &args)?;
+    let (code, stdout, stderr) = curate_env(dir, NOW, env, &args)?;
     assert_eq!(code, 0, "{stdout}{stderr}");
     let mut ids = BTreeSet::new();
     for line in std::fs::read_to_string(&out)?.lines() {
@@ -769,6 +783,54 @@ async fn rules_file_sample_and_limit_shape_the_selection() -> TestResult {
         )?
         .len(),
         3
+    );
+    // Every selection option also comes from the environment (a CronJob's `env:`).
+    let rules_only = ["--rules", rules_s.as_str()];
+    assert_eq!(
+        select_env(
+            dir.path(),
+            &[
+                ("CURATE_RULE", "mini"),
+                ("CURATE_SAMPLE", "5"),
+                ("CURATE_SEED", "9")
+            ],
+            &rules_only
+        )?,
+        sampled
+    );
+    assert_eq!(
+        select_env(
+            dir.path(),
+            &[("CURATE_RULE", "mini"), ("CURATE_LIMIT", "3")],
+            &rules_only
+        )?
+        .len(),
+        3
+    );
+    assert_eq!(
+        select_env(
+            dir.path(),
+            &[(
+                "CURATE_WHERE",
+                "root_name = 'POST /chat' AND llm_calls = 1 AND NOT has_error"
+            )],
+            &[]
+        )?,
+        all_mini
+    );
+    assert_eq!(
+        select_env(
+            dir.path(),
+            &[
+                ("CURATE_RULE", "slow"),
+                ("CURATE_SET", "slow.min_duration=4950ms")
+            ],
+            &[]
+        )?,
+        select(
+            dir.path(),
+            &["--rule", "slow", "--set", "slow.min_duration=4950ms"]
+        )?
     );
     let gpt4o = select(dir.path(), &["--rules", &rules_s, "--rule", "by_sql"])?;
     let names: BTreeSet<String> = named(&p, &gpt4o).into_iter().collect();
