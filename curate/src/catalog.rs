@@ -36,9 +36,10 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StructArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringBuilder, StructArray};
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::config::ConfigOptions;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -379,6 +380,22 @@ pub fn session_config() -> Result<SessionConfig, CurateError> {
 }
 
 impl Catalog {
+    /// Registers (or replaces) an in-memory table `name` of one batch of `columns`.
+    pub fn register_batch(
+        &self,
+        name: &str,
+        columns: Vec<(&str, ArrayRef)>,
+    ) -> Result<(), CurateError> {
+        let batch = RecordBatch::try_from_iter(columns)
+            .map_err(datafusion::error::DataFusionError::from)?;
+        let _ = self.ctx.deregister_table(name)?;
+        self.ctx.register_table(
+            name,
+            Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?),
+        )?;
+        Ok(())
+    }
+
     /// Registers the store's span table and the views over `opts.window`.
     pub async fn open(store: &str, opts: CatalogOptions) -> Result<Self, CurateError> {
         let mut location = locate(store)?;

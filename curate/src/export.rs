@@ -15,8 +15,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
-use datafusion::datasource::MemTable;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -642,7 +641,6 @@ fn line(item: &Item, format: Format) -> Result<String, serde_json::Error> {
     }
 }
 
-/// What an export produced.
 /// What an export wrote.
 pub struct Exported {
     pub traces: usize,
@@ -651,20 +649,15 @@ pub struct Exported {
 
 /// The order of the export: each trace's position in `traces`, as table `export_traces`.
 fn register_order(catalog: &Catalog, traces: &[TraceRow]) -> Result<(), CurateError> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("trace_id", DataType::Utf8, false),
-        Field::new("rank", DataType::Int64, false),
-    ]));
     let ids = StringArray::from_iter_values(traces.iter().map(|t| t.trace_id.as_str()));
     let ranks = Int64Array::from_iter_values(0..traces.len() as i64);
-    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(ranks)])
-        .map_err(datafusion::error::DataFusionError::from)?;
-    let _ = catalog.ctx.deregister_table("export_traces")?;
-    catalog.ctx.register_table(
+    catalog.register_batch(
         "export_traces",
-        Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
-    )?;
-    Ok(())
+        vec![
+            ("trace_id", Arc::new(ids) as ArrayRef),
+            ("rank", Arc::new(ranks)),
+        ],
+    )
 }
 
 /// 128 bits of hash of an item's input, to leave out repeated inputs without keeping them.

@@ -4,9 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::datasource::MemTable;
+use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
 use rand::SeedableRng;
 
 use crate::catalog::Catalog;
@@ -84,20 +82,15 @@ pub fn register_selected(
     catalog: &Catalog,
     selected: &BTreeMap<String, Vec<String>>,
 ) -> Result<(), CurateError> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("trace_id", DataType::Utf8, false),
-        Field::new("rules", DataType::Utf8, false),
-    ]));
     let ids = StringArray::from_iter_values(selected.keys());
     let rules = StringArray::from_iter_values(selected.values().map(|r| r.join(",")));
-    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(rules)])
-        .map_err(datafusion::error::DataFusionError::from)?;
-    let _ = catalog.ctx.deregister_table("selected")?;
-    catalog.ctx.register_table(
+    catalog.register_batch(
         "selected",
-        Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
-    )?;
-    Ok(())
+        vec![
+            ("trace_id", Arc::new(ids) as ArrayRef),
+            ("rules", Arc::new(rules)),
+        ],
+    )
 }
 
 /// Keeps a seeded random sample of `n` (in the original order), then the first `limit`.
