@@ -223,8 +223,10 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--prices", type=pathlib.Path, default=pathlib.Path("schemas/prices.toml"))
     ap.add_argument("--rules", help="comma-separated subset of the rules to run")
-    ap.add_argument("--duckdb-views", choices=["before", "after"], default="before",
-                    help="DuckDB translation of the views: as curate has them (before) or with the llm_usage view (after, not landed)")
+    ap.add_argument("--duckdb-views", choices=["before", "after"], default="after",
+                    help="DuckDB translation of the views: as curate has them since the llm_usage view landed "
+                         "(after, the default), or as they were before it (before: joins DuckDB runs far slower, "
+                         "only to compare with figures of that time)")
     ap.add_argument("--duckdb-count", help=argparse.SUPPRESS)
     a = ap.parse_args()
     con = duckdb_connection(a.store, a.prices, a.duckdb_views)

@@ -57,11 +57,34 @@ enum Path {
     IngestWork,
 }
 
-/// One pass over the corpus on `path`: every span into Parquet files, fsynced. Returns spans.
+/// Request bytes per set of files: ingest's default `--flush-max-bytes`, at which it seals a
+/// WAL segment and writes that segment's files. Writing a whole large corpus as one file per
+/// partition instead holds a row group of every span at once and is far slower per span (P
+/// 66k against 95k+ at 130,000 traces), which no ingest does.
+const SEGMENT_BYTES: usize = 128 << 20;
+
+/// Writes one segment's files, fsynced, under `out`; returns the next file number.
+fn write_files(
+    files: PartitionedFiles,
+    out: &std::path::Path,
+    mut n: usize,
+) -> Result<usize, BoxError> {
+    for (_, bytes, _) in files.finish()? {
+        let name = out.join(format!("{n}.parquet"));
+        let mut file = std::fs::File::create(&name)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// One pass over the corpus on `path`: every span into Parquet files, one set per
+/// `SEGMENT_BYTES` of requests, fsynced. Returns spans.
 fn pass(path: Path, requests: &[Vec<u8>], out: &std::path::Path) -> Result<usize, BoxError> {
     let mut batches = PartitionedBatches::new();
     let mut files = PartitionedFiles::default();
-    let mut spans = 0usize;
+    let (mut spans, mut segment, mut n) = (0usize, 0usize, 0usize);
     for body in requests {
         match path {
             Path::Naive => {
@@ -82,17 +105,17 @@ fn pass(path: Path, requests: &[Vec<u8>], out: &std::path::Path) -> Result<usize
             }
         }
         batches.append_encoded("default", body)?;
-        if batches.rows() >= PartitionedFiles::BATCH_ROWS {
+        segment += body.len();
+        if batches.rows() >= PartitionedFiles::BATCH_ROWS || segment >= SEGMENT_BYTES {
             files.drain(&mut batches)?;
+        }
+        if segment >= SEGMENT_BYTES {
+            n = write_files(std::mem::take(&mut files), out, n)?;
+            segment = 0;
         }
     }
     files.drain(&mut batches)?;
-    for (i, (_, bytes, _)) in files.finish()?.into_iter().enumerate() {
-        let name = out.join(format!("{i}.parquet"));
-        let mut file = std::fs::File::create(&name)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-    }
+    write_files(files, out, n)?;
     Ok(spans)
 }
 
