@@ -84,8 +84,8 @@ impl Judge {
                 cfg.judge_url.strip_suffix("/v1").unwrap_or(&cfg.judge_url)
             ),
         };
-        let url = reqwest::Url::parse(&url)
-            .map_err(|e| format!("judge URL {:?}: {e}", cfg.judge_url))?;
+        let url =
+            reqwest::Url::parse(&url).map_err(|e| format!("judge URL {:?}: {e}", cfg.judge_url))?;
         Ok(Self {
             http,
             provider: cfg.provider,
