@@ -102,8 +102,19 @@ impl Converter {
             .name("flush-convert".into())
             .spawn(move || {
                 for (segment, done) in rx {
+                    // A panic fails this segment's attempt (the flusher retries it, as it did
+                    // a panicked blocking task) instead of ending the thread, which would
+                    // leave every later segment unflushed.
+                    let converted =
+                        std::panic::catch_unwind(|| convert_segment(&segment, writer_id))
+                            .unwrap_or_else(|_| {
+                                Err(IngestError::io(
+                                    format!("converting {}", segment.path.display()),
+                                    std::io::Error::other("the conversion panicked"),
+                                ))
+                            });
                     // The flusher waits for every answer; if it is gone, so is the process.
-                    let _ = done.send(convert_segment(&segment, writer_id));
+                    let _ = done.send(converted);
                 }
             })
             .map_err(|e| IngestError::io("starting the flush thread", e))?;
