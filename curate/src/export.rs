@@ -317,20 +317,24 @@ impl<T> Ranked<T> {
     }
 }
 
-/// Groups the spans of one call (see the module docs) and keeps the best span of each.
+/// Groups the spans of one call among one trace's LLM spans (see the module docs) and keeps
+/// the best span of each.
 fn calls(rows: Vec<CallRow>) -> Vec<CallRow> {
-    let key = |t: &str, s: &str| format!("{t}/{s}");
-    let by_id: HashMap<String, usize> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (key(&r.trace_id, &r.span_id), i))
-        .collect();
-    let parent = |i: usize| {
-        rows[i]
-            .parent_span_id
-            .as_ref()
-            .and_then(|p| by_id.get(&key(&rows[i].trace_id, p)).copied())
+    let parents: Vec<Option<usize>> = {
+        let by_id: HashMap<&str, usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.span_id.as_str(), i))
+            .collect();
+        rows.iter()
+            .map(|r| {
+                r.parent_span_id
+                    .as_deref()
+                    .and_then(|p| by_id.get(p).copied())
+            })
+            .collect()
     };
+    let parent = |i: usize| parents[i];
     let mut llm_children = vec![0usize; rows.len()];
     for i in 0..rows.len() {
         if let Some(p) = parent(i) {
@@ -348,18 +352,14 @@ fn calls(rows: Vec<CallRow>) -> Vec<CallRow> {
         }
         i
     }
-    let mut by_usage: HashMap<(String, i64, i64), Vec<usize>> = HashMap::new();
+    let mut by_usage: HashMap<(i64, i64), Vec<usize>> = HashMap::new();
     for (i, r) in rows.iter().enumerate() {
         if let Some(p) = parent(i).filter(|p| llm_children[*p] == 1) {
             let (a, b) = (find(&mut group, i), find(&mut group, p));
             group[a] = b;
         }
         if r.input_tokens.is_some() || r.output_tokens.is_some() {
-            let k = (
-                r.trace_id.clone(),
-                r.input_tokens.unwrap_or(0),
-                r.output_tokens.unwrap_or(0),
-            );
+            let k = (r.input_tokens.unwrap_or(0), r.output_tokens.unwrap_or(0));
             let same = by_usage.entry(k).or_default();
             for &j in same.iter().filter(|&&j| r.overlaps(&rows[j])) {
                 let (a, b) = (find(&mut group, i), find(&mut group, j));
@@ -446,9 +446,8 @@ fn with_system(system: Option<&str>, input: &[Message]) -> Vec<Message> {
     msgs
 }
 
-/// Builds the `items` lines: one per call (default) or per trace.
-/// The items of one trace from its calls (grouped by `calls`) and its retrieved context;
-/// also how many calls had no content.
+/// The items of one trace (one per call, or one for the trace) from its calls, grouped by
+/// `calls`, and its retrieved context; also how many calls had no content.
 fn trace_items(
     t: &TraceRow,
     calls: Vec<CallRow>,
@@ -662,11 +661,10 @@ fn register_order(catalog: &Catalog, traces: &[TraceRow]) -> Result<(), CurateEr
 
 /// 128 bits of hash of an item's input, to leave out repeated inputs without keeping them.
 fn input_key(input: &[Message]) -> u128 {
-    let text = serde_json::to_string(input).unwrap_or_default();
     let half = |seed: u8| {
         let mut h = std::hash::DefaultHasher::new();
         seed.hash(&mut h);
-        text.hash(&mut h);
+        input.hash(&mut h);
         h.finish()
     };
     (u128::from(half(0)) << 64) | u128::from(half(1))

@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct Message {
     pub role: String,
     pub content: String,

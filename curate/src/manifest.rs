@@ -52,7 +52,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CurateError> {
 pub struct DatasetWriter {
     out: PathBuf,
     tmp: PathBuf,
-    file: Option<std::io::BufWriter<std::fs::File>>,
+    file: std::io::BufWriter<std::fs::File>,
     sha: Sha256,
     bytes: u64,
     lines: usize,
@@ -71,7 +71,7 @@ impl DatasetWriter {
         Ok(Self {
             out: out.to_path_buf(),
             tmp,
-            file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
             sha: Sha256::new(),
             bytes: 0,
             lines: 0,
@@ -81,14 +81,9 @@ impl DatasetWriter {
 
     /// Appends one line (`line` without its newline).
     pub fn line(&mut self, line: &str) -> Result<(), CurateError> {
-        let Some(f) = self.file.as_mut() else {
-            return Err(CurateError::io(
-                format!("writing {}", self.tmp.display()),
-                std::io::Error::other("dataset already finished"),
-            ));
-        };
-        f.write_all(line.as_bytes())
-            .and_then(|()| f.write_all(b"\n"))
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.write_all(b"\n"))
             .map_err(|e| CurateError::io(format!("writing {}", self.tmp.display()), e))?;
         self.sha.update(line.as_bytes());
         self.sha.update(b"\n");
@@ -103,15 +98,10 @@ impl DatasetWriter {
 
     /// Syncs the file and renames it to `out`.
     pub fn finish(mut self) -> Result<Written, CurateError> {
-        let f = self.file.take().map(std::io::BufWriter::into_inner);
-        let tmp = self.tmp.display().to_string();
-        match f {
-            Some(Ok(f)) => f
-                .sync_all()
-                .map_err(|e| CurateError::io(format!("writing {tmp}"), e))?,
-            Some(Err(e)) => return Err(CurateError::io(format!("writing {tmp}"), e.into_error())),
-            None => {}
-        }
+        self.file
+            .flush()
+            .and_then(|()| self.file.get_ref().sync_all())
+            .map_err(|e| CurateError::io(format!("writing {}", self.tmp.display()), e))?;
         std::fs::rename(&self.tmp, &self.out)
             .map_err(|e| CurateError::io(format!("renaming to {}", self.out.display()), e))?;
         self.done = true;
@@ -127,7 +117,6 @@ impl DatasetWriter {
 impl Drop for DatasetWriter {
     fn drop(&mut self) {
         if !self.done {
-            self.file = None;
             let _ = std::fs::remove_file(&self.tmp);
         }
     }

@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
-
-use serde::Serialize;
 
 use crate::cli::{Config, Provider};
 use crate::metrics::{Metric, Verdict};
@@ -412,34 +411,6 @@ impl Limiter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_wins_over_backoff_and_backoff_grows_to_a_cap() {
-        assert_eq!(
-            backoff(3, Some(Duration::from_secs(2))),
-            Duration::from_secs(2)
-        );
-        assert_eq!(backoff(1, Some(Duration::from_secs(9999))), MAX_RETRY_AFTER);
-        let first = backoff(1, None);
-        assert!(first >= BASE_BACKOFF / 2 && first <= BASE_BACKOFF);
-        assert!(backoff(30, None) <= MAX_BACKOFF);
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("soon"), None);
-    }
-
-    #[test]
-    fn answers_are_found_in_both_api_shapes() {
-        let o = json!({"choices":[{"message":{"content":"{\"score\":4}"}}],"usage":{"prompt_tokens":10,"completion_tokens":3}});
-        assert_eq!(openai_answer(&o), Some((json!("{\"score\":4}"), (10, 3))));
-        let a = json!({"content":[{"type":"tool_use","input":{"score":2}}],"usage":{"input_tokens":8,"output_tokens":5}});
-        assert_eq!(anthropic_answer(&a), Some((json!({"score":2}), (8, 5))));
-        assert_eq!(openai_answer(&json!({"choices": []})), None);
-    }
-}
-
 #[derive(Serialize)]
 struct ChatMessage<'a> {
     role: &'static str,
@@ -467,4 +438,32 @@ struct AnthropicBody<'a> {
     messages: [ChatMessage<'a>; 1],
     tools: [Value; 1],
     tool_choice: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_wins_over_backoff_and_backoff_grows_to_a_cap() {
+        assert_eq!(
+            backoff(3, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(backoff(1, Some(Duration::from_secs(9999))), MAX_RETRY_AFTER);
+        let first = backoff(1, None);
+        assert!(first >= BASE_BACKOFF / 2 && first <= BASE_BACKOFF);
+        assert!(backoff(30, None) <= MAX_BACKOFF);
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn answers_are_found_in_both_api_shapes() {
+        let o = json!({"choices":[{"message":{"content":"{\"score\":4}"}}],"usage":{"prompt_tokens":10,"completion_tokens":3}});
+        assert_eq!(openai_answer(&o), Some((json!("{\"score\":4}"), (10, 3))));
+        let a = json!({"content":[{"type":"tool_use","input":{"score":2}}],"usage":{"input_tokens":8,"output_tokens":5}});
+        assert_eq!(anthropic_answer(&a), Some((json!({"score":2}), (8, 5))));
+        assert_eq!(openai_answer(&json!({"choices": []})), None);
+    }
 }
