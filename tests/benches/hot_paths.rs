@@ -19,20 +19,28 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use schemas::convert::PartitionedBatches;
 use schemas::parquet_file::write_span_file;
-use trace2eval_tests::corpus::{CONTEXT_BYTES, load_corpus};
+use trace2eval_tests::corpus::{CONTEXT_BYTES, Corpus, load_corpus, to_json};
 
 fn main() {
     divan::main();
 }
 
-/// Encoded requests of a corpus of live traffic (one hour), and their span count.
+/// A corpus of live traffic: every trace starts within one hour, as loadgen sends it by
+/// default.
+fn corpus() -> &'static Corpus {
+    static CORPUS: OnceLock<Corpus> = OnceLock::new();
+    CORPUS.get_or_init(|| load_corpus(4000, 7, CONTEXT_BYTES, 1))
+}
+
+/// The corpus's requests encoded as OTLP protobuf, and their span count.
 fn requests() -> &'static (Vec<Vec<u8>>, usize) {
     static REQUESTS: OnceLock<(Vec<Vec<u8>>, usize)> = OnceLock::new();
     REQUESTS.get_or_init(|| {
-        // Live traffic: every trace starts within one hour, as loadgen sends it by default.
-        let corpus = load_corpus(4000, 7, CONTEXT_BYTES, 1);
-        let bytes = corpus.requests.iter().map(Message::encode_to_vec).collect();
-        (bytes, corpus.spans)
+        let c = corpus();
+        (
+            c.requests.iter().map(Message::encode_to_vec).collect(),
+            c.spans,
+        )
     })
 }
 
@@ -40,11 +48,10 @@ fn requests() -> &'static (Vec<Vec<u8>>, usize) {
 fn json_requests() -> &'static Vec<Vec<u8>> {
     static REQUESTS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     REQUESTS.get_or_init(|| {
-        let corpus = load_corpus(4000, 7, CONTEXT_BYTES, 1);
-        corpus
+        corpus()
             .requests
             .iter()
-            .map(|r| trace2eval_tests::corpus::to_json(r).into_bytes())
+            .map(|r| to_json(r).into_bytes())
             .collect()
     })
 }
