@@ -46,7 +46,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CurateError> {
 }
 
 /// The JSONL dataset (one line each, UTF-8, newline-terminated), written as lines come:
-/// into a temporary file beside `out` that becomes `out` on [`DatasetWriter::finish`], so
+/// into `<out>.tmp-curate`, which becomes `out` on [`DatasetWriter::finish`], so
 /// a reader never sees a partial dataset. A writer dropped unfinished (an error on the way)
 /// removes its temporary file.
 pub struct DatasetWriter {
@@ -65,7 +65,9 @@ impl DatasetWriter {
             std::fs::create_dir_all(dir)
                 .map_err(|e| CurateError::io(format!("creating {}", dir.display()), e))?;
         }
-        let tmp = out.with_extension("tmp-curate");
+        let mut tmp = out.as_os_str().to_owned();
+        tmp.push(".tmp-curate");
+        let tmp = PathBuf::from(tmp);
         let file = std::fs::File::create(&tmp)
             .map_err(|e| CurateError::io(format!("creating {}", tmp.display()), e))?;
         Ok(Self {
@@ -217,6 +219,14 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+    fn files_in(dir: &Path) -> std::io::Result<Vec<String>> {
+        let mut names = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    }
+
     fn scratch(name: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("curate-manifest-{}-{name}", std::process::id()));
@@ -238,7 +248,7 @@ mod tests {
         assert_eq!(body, "{\"a\":1}\n{\"b\":\"é\"}\n".as_bytes());
         assert_eq!(written.sha256, format!("{:x}", Sha256::digest(&body)));
         assert_eq!(written.bytes, body.len() as u64);
-        assert!(!out.with_extension("tmp-curate").exists());
+        assert_eq!(files_in(&dir.join("sub"))?, ["data.jsonl"]);
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
@@ -254,9 +264,10 @@ mod tests {
         {
             let mut w = DatasetWriter::create(&out)?;
             w.line("partial")?;
+            assert_eq!(files_in(&dir)?, ["data.jsonl", "data.jsonl.tmp-curate"]);
         }
         assert_eq!(std::fs::read_to_string(&out)?, "earlier\n");
-        assert!(!out.with_extension("tmp-curate").exists());
+        assert_eq!(files_in(&dir)?, ["data.jsonl"]);
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
