@@ -196,12 +196,13 @@ FROM calls c LEFT JOIN llm_usage k ON k.trace_id = c.trace_id AND k.span_id = c.
 /// trace judged per LLM call takes the latest over all its spans. The map's keys are in
 /// metric order. `scored` is grouped by trace id, so the optimizer removes its LEFT JOIN from
 /// every query that does not read `scores`, as it does `totals` for queries that read none of
-/// the token columns.
+/// the token columns. A trace's cost is rounded to 1e-12 USD: DataFusion adds a trace's calls
+/// in a different order from run to run, which moved its last bits (and an export's SHA-256).
 const TRACES_VIEW: &str = "CREATE VIEW traces AS
 WITH totals AS (
   SELECT trace_id, count(*) AS llm_calls,
     sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-    sum(coalesce(cost_usd, 0.0)) AS cost_usd, array_agg(DISTINCT model) AS models
+    round(sum(coalesce(cost_usd, 0.0)), 12) AS cost_usd, array_agg(DISTINCT model) AS models
   FROM llm_usage GROUP BY trace_id
 ),
 agg AS (
