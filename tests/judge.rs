@@ -44,16 +44,18 @@
 //! `tool_use` (stop reason `end_turn`), as a model that ignored the tool would.
 //!
 //! [`JudgeConfig::latency`] delays every answer (not a hang) with a timer, so concurrent requests
-//! each take about that long instead of queueing behind each other. Token counts in `usage` are
+//! each take about that long instead of queueing behind each other. The latency counts from the
+//! request's arrival and ends within tens of microseconds of its deadline ([`Timer`]), so that
+//! benchmarks against it measure the client, not the judge. Token counts in `usage` are
 //! `ceil(chars / 4)` of the prompt text and of the answer content.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -193,7 +195,7 @@ impl JudgeServer {
             .thread_name("judge-server")
             .enable_all()
             .build()?;
-        let shared = Arc::new(Shared::new(config, recording));
+        let shared = Arc::new(Shared::new(config, recording)?);
         let app = router(Arc::clone(&shared));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -273,6 +275,65 @@ struct Shared {
     recording: Recording,
     next_id: AtomicU64,
     book: Mutex<Book>,
+    timer: Timer,
+}
+
+/// Wakes tasks at their deadlines from a thread's timed wait, whose precision is tens of
+/// microseconds. tokio's timer wheel rounds each sleep up to whole milliseconds and ended a
+/// 50 ms sleep 1.5-2 ms late on average, which a benchmark of the client then counted as the
+/// client's.
+struct Timer {
+    requests: mpsc::Sender<(Instant, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl Timer {
+    /// The thread ends when the server's state is dropped.
+    fn start() -> std::io::Result<Self> {
+        let (requests, incoming) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("judge-timer".into())
+            .spawn(move || Self::run(&incoming))?;
+        Ok(Self { requests })
+    }
+
+    /// Until every sender is dropped: fires each deadline, earliest first.
+    fn run(incoming: &mpsc::Receiver<(Instant, tokio::sync::oneshot::Sender<()>)>) {
+        let mut due: BTreeMap<(Instant, u64), tokio::sync::oneshot::Sender<()>> = BTreeMap::new();
+        let mut seq = 0u64;
+        loop {
+            let now = Instant::now();
+            while let Some(entry) = due.first_entry() {
+                let &(at, _) = entry.key();
+                if at > now {
+                    break;
+                }
+                // The waiter may have gone (its connection closed): nothing to wake.
+                let _ = entry.remove().send(());
+            }
+            let next = match due.first_key_value() {
+                Some((&(at, _), _)) => incoming.recv_timeout(at - now),
+                None => incoming
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            };
+            match next {
+                Ok((at, wake)) => {
+                    seq += 1;
+                    due.insert((at, seq), wake);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Returns at `at` (or at once if the timer thread has stopped).
+    async fn sleep_until(&self, at: Instant) {
+        let (wake, woken) = tokio::sync::oneshot::channel();
+        if self.requests.send((at, wake)).is_ok() {
+            let _ = woken.await;
+        }
+    }
 }
 
 /// The mutable state, under one lock so that arrival order is the same for the record and for
@@ -298,7 +359,7 @@ impl Book {
 }
 
 impl Shared {
-    fn new(config: JudgeConfig, recording: Recording) -> Self {
+    fn new(config: JudgeConfig, recording: Recording) -> std::io::Result<Self> {
         let book = Book {
             received: 0,
             requests: Vec::new(),
@@ -306,12 +367,13 @@ impl Shared {
             needle_used: vec![0; config.faults.len()],
             marker_used: HashMap::new(),
         };
-        Self {
+        Ok(Self {
             config,
             recording,
             next_id: AtomicU64::new(1),
             book: Mutex::new(book),
-        }
+            timer: Timer::start()?,
+        })
     }
 
     /// A panic while holding the lock leaves the book consistent enough for a test double.
@@ -470,6 +532,9 @@ async fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
+    // The latency counts from the request's arrival, so the judge's own parsing and booking
+    // are inside it, as a real API's are inside its response time.
+    let arrived = Instant::now();
     let (request, body) = match serde_json::from_slice::<Value>(body) {
         Ok(body) => {
             let request =
@@ -520,7 +585,7 @@ async fn handle(
     match plan {
         Plan::Hang => std::future::pending().await,
         Plan::Reject(error) => {
-            sleep(latency).await;
+            shared.sleep(arrived, latency).await;
             error_response(provider, &error)
         }
         Plan::Answer(request, fault) => {
@@ -528,7 +593,7 @@ async fn handle(
                 Some(Fault::Latency(extra)) => extra,
                 _ => Duration::ZERO,
             };
-            sleep(latency + extra).await;
+            shared.sleep(arrived, latency + extra).await;
             let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
             let verdict = shared.verdict(&request.prompt_text);
             answer(provider, id, &request, verdict, fault.as_ref())
@@ -536,9 +601,11 @@ async fn handle(
     }
 }
 
-async fn sleep(delay: Duration) {
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+impl Shared {
+    async fn sleep(&self, start: Instant, delay: Duration) {
+        if !delay.is_zero() {
+            self.timer.sleep_until(start + delay).await;
+        }
     }
 }
 
