@@ -23,19 +23,27 @@ pub struct Written {
     pub bytes: u64,
 }
 
+/// `path` with `suffix` appended to its whole file name (`a.jsonl` -> `a.jsonl.SUFFIX`), unlike
+/// `with_extension`, which would give `a.jsonl` and `a.json` the same name.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 fn manifest_path(out: &Path) -> PathBuf {
-    let mut name = out
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".manifest.json");
-    out.with_file_name(name)
+    with_suffix(out, ".manifest.json")
+}
+
+/// Where a file is written before it is renamed to `path`.
+fn temp_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".tmp-curate")
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees a
 /// partial dataset.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CurateError> {
-    let tmp = path.with_extension("tmp-curate");
+    let tmp = temp_path(path);
     let mut f = std::fs::File::create(&tmp)
         .map_err(|e| CurateError::io(format!("creating {}", tmp.display()), e))?;
     f.write_all(bytes)
@@ -65,9 +73,7 @@ impl DatasetWriter {
             std::fs::create_dir_all(dir)
                 .map_err(|e| CurateError::io(format!("creating {}", dir.display()), e))?;
         }
-        let mut tmp = out.as_os_str().to_owned();
-        tmp.push(".tmp-curate");
-        let tmp = PathBuf::from(tmp);
+        let tmp = temp_path(out);
         let file = std::fs::File::create(&tmp)
             .map_err(|e| CurateError::io(format!("creating {}", tmp.display()), e))?;
         Ok(Self {
