@@ -376,6 +376,13 @@ impl Shared {
         })
     }
 
+    /// Returns `delay` after `start`.
+    async fn sleep(&self, start: Instant, delay: Duration) {
+        if !delay.is_zero() {
+            self.timer.sleep_until(start + delay).await;
+        }
+    }
+
     /// A panic while holding the lock leaves the book consistent enough for a test double.
     fn book(&self) -> MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
@@ -597,14 +604,6 @@ async fn handle(
             let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
             let verdict = shared.verdict(&request.prompt_text);
             answer(provider, id, &request, verdict, fault.as_ref())
-        }
-    }
-}
-
-impl Shared {
-    async fn sleep(&self, start: Instant, delay: Duration) {
-        if !delay.is_zero() {
-            self.timer.sleep_until(start + delay).await;
         }
     }
 }
