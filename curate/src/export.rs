@@ -368,9 +368,10 @@ fn calls(rows: Vec<CallRow>) -> Vec<CallRow> {
             same.push(i);
         }
     }
+    // Bounded by the number of spans: client-sent parent ids can form a loop.
     let depth = |mut i: usize| {
         let mut d = 0;
-        while let Some(p) = parent(i) {
+        while let Some(p) = parent(i).filter(|_| d < rows.len()) {
             i = p;
             d += 1;
         }
@@ -832,6 +833,25 @@ mod tests {
                 call("b", Some("root"), 15, 4, (100, 50)),
             ]),
             ["a", "b"]
+        );
+    }
+
+    /// Span ids come from clients: a parent chain that loops (a span its own parent, two
+    /// spans each other's) must not hang the export. Each such span is its own call.
+    #[test]
+    fn parent_cycles_end() {
+        let spans = |rows: Vec<CallRow>| -> Vec<String> {
+            calls(rows).into_iter().map(|c| c.span_id).collect()
+        };
+        assert_eq!(spans(vec![call("a", Some("a"), 10, 4, (100, 50))]), ["a"]);
+        assert_eq!(
+            spans(vec![
+                call("a", Some("b"), 10, 4, (100, 50)),
+                call("b", Some("a"), 20, 4, (200, 50)),
+                call("c", Some("b"), 30, 4, (300, 50)),
+            ])
+            .len(),
+            2
         );
     }
 }
