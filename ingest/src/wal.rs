@@ -478,6 +478,9 @@ impl Writer {
     fn open_segment(&mut self) -> std::io::Result<&mut Active> {
         if self.active.is_none() {
             let seq = self.next_seq;
+            // Used even if the open fails: a retry must not meet this file (create_new would
+            // refuse it, and every append after one failed open would fail too).
+            self.next_seq += 1;
             let path = segment_path(&self.dir, seq);
             let created_ms = now_ms();
             let mut file = OpenOptions::new()
@@ -487,10 +490,15 @@ impl Writer {
             let mut header = Vec::with_capacity(HEADER_LEN as usize);
             header.extend_from_slice(MAGIC);
             header.extend_from_slice(&created_ms.to_le_bytes());
-            file.write_all(&header)?;
-            file.sync_all()?;
-            sync_dir(&self.dir)?;
-            self.next_seq += 1;
+            let written = file
+                .write_all(&header)
+                .and_then(|()| file.sync_all())
+                .and_then(|()| sync_dir(&self.dir));
+            if let Err(e) = written {
+                // A segment without its header holds nothing; a start would remove it too.
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
             self.shared.backlog.fetch_add(HEADER_LEN, Ordering::Relaxed);
             self.active = Some(Active {
                 file,
@@ -674,6 +682,44 @@ mod tests {
         got.sort();
         expected.sort();
         assert_eq!(got, expected);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    /// A segment that cannot be opened fails the appends of that moment only: the next
+    /// append opens the next segment instead of meeting the same file again.
+    #[tokio::test]
+    async fn a_failed_segment_open_does_not_wedge_the_wal() -> Result<(), IngestError> {
+        let dir = temp_dir("wedge");
+        let cfg = WalConfig {
+            dir: dir.clone(),
+            segment_max_bytes: 1 << 30,
+            segment_max_age: Duration::from_secs(3600),
+            max_backlog: 1 << 30,
+            retry_after: Duration::from_secs(1),
+        };
+        let opened = open(cfg, Arc::new(Metrics::default()))?;
+        let mut sealed = opened.sealed;
+        // A stray file where the first segment would go makes its open fail.
+        std::fs::write(segment_path(&dir, 1), b"stray").map_err(|e| IngestError::io("write", e))?;
+        let first = opened
+            .wal
+            .append("default", b"refused".to_vec().into())
+            .await;
+        assert!(first.is_err(), "the open of segment 1 fails");
+        opened
+            .wal
+            .append("default", b"kept".to_vec().into())
+            .await?;
+        opened.wal.close().await?;
+        let segment = sealed
+            .recv()
+            .await
+            .ok_or_else(|| IngestError::Config("no segment sealed".into()))?;
+        assert_eq!(segment.seq, 2);
+        let mut r = SegmentReader::open(&segment.path)?;
+        assert_eq!(r.next_record(), Some(("default", &b"kept"[..])));
+        assert_eq!(r.next_record(), None);
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
