@@ -35,9 +35,9 @@ import duckdb
 
 RULES = {
     "slow": "SELECT trace_id FROM traces WHERE root_duration_ns > 5000000000",
-    "costly (0.01 USD)": "SELECT trace_id FROM traces WHERE cost_usd > 0.01",
-    "costly (3000 tokens)": "SELECT trace_id FROM traces WHERE input_tokens + output_tokens > 3000",
-    "errors": "SELECT trace_id FROM traces WHERE has_error",
+    "costly (0.01 USD)": "SELECT trace_id FROM trace_usage WHERE cost_usd > 0.01",
+    "costly (3000 tokens)": "SELECT trace_id FROM trace_usage WHERE input_tokens + output_tokens > 3000",
+    "errors": "SELECT DISTINCT trace_id FROM spans WHERE status_code = 'ERROR'",
     "quick-followup": (
         "SELECT DISTINCT b.trace_id FROM traces a JOIN traces b ON a.session_id = b.session_id "
         "AND a.trace_id <> b.trace_id WHERE arrow_cast(b.root_start, 'Int64') - arrow_cast(a.root_end, 'Int64') >= 0 "
@@ -87,10 +87,11 @@ SELECT c.trace_id, c.span_id, coalesce(c.gen_ai_response_model, c.gen_ai_request
                   coalesce(c.gen_ai_input_tokens, 0), coalesce(c.gen_ai_output_tokens, 0)) END AS cost_usd
 FROM calls c LEFT JOIN counted k ON k.trace_id = c.trace_id AND k.span_id = c.span_id;
 """
-DUCKDB_TOTALS_BEFORE = """WITH totals AS (
+DUCKDB_TOTALS_BEFORE = """CREATE VIEW trace_usage AS
   SELECT trace_id, count(*) AS llm_calls, sum(coalesce(input_tokens, 0)) AS input_tokens,
     sum(coalesce(output_tokens, 0)) AS output_tokens, sum(coalesce(cost_usd, 0.0)) AS cost_usd
-  FROM llm_calls WHERE usage_counted GROUP BY trace_id),"""
+  FROM llm_calls WHERE usage_counted GROUP BY trace_id;
+"""
 
 DUCKDB_VIEWS = """
 CREATE MACRO arrow_cast(x, t) AS epoch_ns(x);
@@ -113,12 +114,12 @@ LEFT JOIN leaves o ON o.trace_id = l.trace_id
   AND o.input_tokens = l.input_tokens AND o.output_tokens = l.output_tokens
   AND o.span_id < l.span_id AND o.start_time <= l.end_time AND l.start_time <= o.end_time
 WHERE o.span_id IS NULL;
-CREATE VIEW traces AS
-WITH totals AS (
+CREATE VIEW trace_usage AS
   SELECT trace_id, count(*) AS llm_calls, sum(input_tokens) AS input_tokens,
     sum(output_tokens) AS output_tokens, sum(coalesce(cost_usd, 0.0)) AS cost_usd
-  FROM llm_usage GROUP BY trace_id),
-agg AS (
+  FROM llm_usage GROUP BY trace_id;
+CREATE VIEW traces AS
+WITH agg AS (
   SELECT trace_id, min(start_time) AS start_time, max(end_time) AS end_time, count(*) AS span_count,
     bool_or(status_code = 'ERROR') AS has_error, max(session_id) AS session_id,
     first(name ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_name,
@@ -131,7 +132,7 @@ SELECT a.trace_id, a.root_name, coalesce(a.root_start, a.start_time) AS root_sta
   coalesce(a.root_duration_ns, epoch_ns(a.end_time) - epoch_ns(a.start_time)) AS root_duration_ns,
   a.has_error, coalesce(t.llm_calls, 0) AS llm_calls, coalesce(t.input_tokens, 0) AS input_tokens,
   coalesce(t.output_tokens, 0) AS output_tokens, coalesce(t.cost_usd, 0.0) AS cost_usd, a.session_id
-FROM agg a LEFT JOIN totals t ON a.trace_id = t.trace_id;
+FROM agg a LEFT JOIN trace_usage t ON a.trace_id = t.trace_id;
 CREATE VIEW evals AS
 SELECT eval_trace_id, eval_span_id, judged_trace_id, judged_span_id, metric, score, judged_at
 FROM (
@@ -150,10 +151,7 @@ def duckdb_views(which: str) -> str:
     if which == "after":
         return DUCKDB_VIEWS
     start, end = DUCKDB_VIEWS.index("CREATE VIEW llm_usage AS"), DUCKDB_VIEWS.index("CREATE VIEW traces AS")
-    views = DUCKDB_VIEWS[:start] + DUCKDB_VIEWS_BEFORE_LLM + DUCKDB_VIEWS[end:]
-    totals_start = views.index("WITH totals AS (")
-    totals_end = views.index("agg AS (")
-    return views[:totals_start] + DUCKDB_TOTALS_BEFORE + "\n" + views[totals_end:]
+    return DUCKDB_VIEWS[:start] + DUCKDB_VIEWS_BEFORE_LLM + DUCKDB_TOTALS_BEFORE + DUCKDB_VIEWS[end:]
 
 
 def duckdb_connection(store: pathlib.Path, prices_toml: pathlib.Path, views: str):

@@ -6,6 +6,9 @@
 //!   trace and span id, model, input and output tokens, cost. Typed columns only.
 //! - `llm_calls`: one row per LLM call span, with messages normalised across dialects
 //!   (`extract`) and whether its token usage counts toward the trace (`usage_counted`).
+//! - `trace_usage`: one row per trace with token usage: LLM calls, input and output tokens,
+//!   cost and models, as `traces` has them (`costly` reads it alone, without grouping every
+//!   span of the store by trace).
 //! - `traces`: one row per trace: root span, times, errors, counts, models, tokens and cost
 //!   counted once per call, session and user from whichever span carries them, and `scores`:
 //!   a `map<string, double>` of metric -> the latest score of the trace in `evals` (over all
@@ -192,20 +195,22 @@ FROM calls c LEFT JOIN llm_usage k ON k.trace_id = c.trace_id AND k.span_id = c.
 /// fields come from `earliest_value` (crate::earliest), `first_value(... ORDER BY start_time,
 /// span_id)` without its per-group `ScalarValue` orderings.
 ///
+/// SQL of `trace_usage`: a trace's usage totals, as `traces` shows them. A trace's cost is
+/// rounded to 1e-12 USD: DataFusion adds a trace's calls in a different order from run to run,
+/// which moved its last bits (and an export's SHA-256).
+const TRACE_USAGE_VIEW: &str = "CREATE VIEW trace_usage AS
+SELECT trace_id, count(*) AS llm_calls,
+  sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+  round(sum(coalesce(cost_usd, 0.0)), 12) AS cost_usd, array_agg(DISTINCT model) AS models
+FROM llm_usage GROUP BY trace_id";
+
 /// `scores`: per (trace, metric) the latest score span wins (by its start, then span id); a
 /// trace judged per LLM call takes the latest over all its spans. The map's keys are in
 /// metric order. `scored` is grouped by trace id, so the optimizer removes its LEFT JOIN from
-/// every query that does not read `scores`, as it does `totals` for queries that read none of
-/// the token columns. A trace's cost is rounded to 1e-12 USD: DataFusion adds a trace's calls
-/// in a different order from run to run, which moved its last bits (and an export's SHA-256).
+/// every query that does not read `scores`, as it does `trace_usage` for queries that read
+/// none of the token columns.
 const TRACES_VIEW: &str = "CREATE VIEW traces AS
-WITH totals AS (
-  SELECT trace_id, count(*) AS llm_calls,
-    sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-    round(sum(coalesce(cost_usd, 0.0)), 12) AS cost_usd, array_agg(DISTINCT model) AS models
-  FROM llm_usage GROUP BY trace_id
-),
-agg AS (
+WITH agg AS (
   SELECT trace_id, max(tenant) AS tenant, min(start_time) AS start_time, max(end_time) AS end_time,
     count(*) AS span_count, bool_or(status_code = 'ERROR') AS has_error,
     max(session_id) AS session_id, max(user_id) AS user_id,
@@ -234,7 +239,7 @@ SELECT a.trace_id, a.tenant, a.root_span_id, a.root_name, a.root_service,
   a.has_error, a.span_count, coalesce(t.llm_calls, 0) AS llm_calls, t.models,
   coalesce(t.input_tokens, 0) AS input_tokens, coalesce(t.output_tokens, 0) AS output_tokens,
   coalesce(t.cost_usd, 0.0) AS cost_usd, a.session_id, a.user_id, s.scores
-FROM agg a LEFT JOIN totals t ON a.trace_id = t.trace_id LEFT JOIN scored s ON a.trace_id = s.trace_id";
+FROM agg a LEFT JOIN trace_usage t ON a.trace_id = t.trace_id LEFT JOIN scored s ON a.trace_id = s.trace_id";
 
 /// SQL of the `evals` view: one row per score span (eval-runner's `gen_ai.evaluation` spans),
 /// with the judged trace and span from its first link. A score span delivered twice (a runner
@@ -431,6 +436,7 @@ impl Catalog {
         for sql in [
             spans_view(&opts),
             LLM_USAGE_VIEW.to_string(),
+            TRACE_USAGE_VIEW.to_string(),
             LLM_CALLS_VIEW.replace("{IS_LLM_CALL}", IS_LLM_CALL),
             evals_view(&opts),
             TRACES_VIEW.to_string(),

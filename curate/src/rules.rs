@@ -280,17 +280,27 @@ pub fn builtin_sql(name: &str, s: &Settings) -> Result<String, CurateError> {
                 nanos(name, "min_duration", &get("min_duration"))?
             ),
         },
-        "costly" => match s.explicit(name, "min_tokens") {
-            Some(t) => format!(
-                "SELECT trace_id FROM traces WHERE input_tokens + output_tokens > {}",
-                number(name, "min_tokens", t)?
-            ),
-            None => format!(
-                "SELECT trace_id FROM traces WHERE cost_usd > {}",
-                number(name, "min_usd", &get("min_usd"))?
-            ),
-        },
-        "errors" => "SELECT trace_id FROM traces WHERE has_error".into(),
+        "costly" => {
+            let (condition, threshold) = match s.explicit(name, "min_tokens") {
+                Some(t) => (
+                    "input_tokens + output_tokens",
+                    number(name, "min_tokens", t)?,
+                ),
+                None => ("cost_usd", number(name, "min_usd", &get("min_usd"))?),
+            };
+            // A trace without token usage has 0 tokens and costs 0 in `traces`, so from a
+            // threshold of 0 on only traces in `trace_usage` can pass: it is read alone,
+            // without grouping every span by trace.
+            let view = if threshold >= 0.0 {
+                "trace_usage"
+            } else {
+                "traces"
+            };
+            format!("SELECT trace_id FROM {view} WHERE {condition} > {threshold}")
+        }
+        // The traces whose `has_error` is true, found from their ERROR spans alone: the
+        // `traces` view would group every span of the store by trace id first.
+        "errors" => "SELECT DISTINCT trace_id FROM spans WHERE status_code = 'ERROR'".into(),
         "quick-followup" => {
             let within = nanos(name, "within", &get("within"))?;
             let prev = matches!(get("include_previous").as_str(), "true" | "1" | "yes");

@@ -167,6 +167,21 @@ async fn every_builtin_rule_selects_exactly_the_planted_traces() -> TestResult {
         &["--rule", "costly", "--set", "costly.min_tokens=40000"],
         &p.costly_over_40k_tokens,
     )?;
+    // Below 0, traces without token usage (0 tokens, 0 USD) pass too.
+    let every = select(dir.path(), &["--where", "true"])?;
+    let with_usage = select(dir.path(), &["--where", "llm_calls > 0"])?;
+    assert!(
+        every.len() > with_usage.len(),
+        "the store has traces without usage"
+    );
+    check(&["--rule", "costly", "--set", "costly.min_usd=-1"], &every)?;
+    check(
+        &["--rule", "costly", "--set", "costly.min_tokens=-1"],
+        &every,
+    )?;
+    let priced = select(dir.path(), &["--where", "cost_usd > 0"])?;
+    assert!(!priced.is_empty());
+    check(&["--rule", "costly", "--set", "costly.min_usd=0"], &priced)?;
     check(
         &[
             "--rule",
@@ -545,7 +560,7 @@ async fn traces_scores_hold_the_latest_score_per_metric_and_null_when_unjudged()
             dir.path().join("out.jsonl.manifest.json"),
         )?)?;
         let sql = manifest["rules"][0]["sql"].as_str().unwrap_or_default();
-        assert!(sql.contains("FROM traces"), "{rule}: {manifest}");
+        assert!(sql.starts_with("SELECT"), "{rule}: {manifest}");
         let plan = explain(dir.path(), sql, &["--all"])?;
         assert!(!reads_scores(&plan), "{rule}: {plan:?}");
     }
