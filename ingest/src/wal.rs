@@ -596,6 +596,17 @@ mod tests {
         rec
     }
 
+    /// A WAL in `dir` that seals only when closed.
+    fn test_config(dir: &Path) -> WalConfig {
+        WalConfig {
+            dir: dir.to_path_buf(),
+            segment_max_bytes: 1 << 30,
+            segment_max_age: Duration::from_secs(3600),
+            max_backlog: 1 << 30,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
     fn temp_dir(name: &str) -> PathBuf {
         let d =
             std::env::temp_dir().join(format!("wal-{name}-{}-{}", std::process::id(), now_ms()));
@@ -637,14 +648,7 @@ mod tests {
     #[tokio::test]
     async fn records_alone_and_in_groups_read_back_whole() -> Result<(), IngestError> {
         let dir = temp_dir("groups");
-        let cfg = WalConfig {
-            dir: dir.clone(),
-            segment_max_bytes: 1 << 30,
-            segment_max_age: Duration::from_secs(3600),
-            max_backlog: 1 << 30,
-            retry_after: Duration::from_secs(1),
-        };
-        let opened = open(cfg, Arc::new(Metrics::default()))?;
+        let opened = open(test_config(&dir), Arc::new(Metrics::default()))?;
         let mut sealed = opened.sealed;
         let payloads: Vec<Vec<u8>> = [1usize, 4071, 4096, 10_000, 3, 9 << 20]
             .iter()
@@ -691,14 +695,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_segment_open_does_not_wedge_the_wal() -> Result<(), IngestError> {
         let dir = temp_dir("wedge");
-        let cfg = WalConfig {
-            dir: dir.clone(),
-            segment_max_bytes: 1 << 30,
-            segment_max_age: Duration::from_secs(3600),
-            max_backlog: 1 << 30,
-            retry_after: Duration::from_secs(1),
-        };
-        let opened = open(cfg, Arc::new(Metrics::default()))?;
+        let opened = open(test_config(&dir), Arc::new(Metrics::default()))?;
         let mut sealed = opened.sealed;
         // A stray file where the first segment would go makes its open fail.
         std::fs::write(segment_path(&dir, 1), b"stray").map_err(|e| IngestError::io("write", e))?;
