@@ -188,13 +188,6 @@ SELECT c.trace_id, c.span_id, c.parent_span_id, c.name, c.service_name, c.start_
   c.session_id, c.user_id, c.tenant, c.date, c.hour
 FROM calls c LEFT JOIN llm_usage k ON k.trace_id = c.trace_id AND k.span_id = c.span_id";
 
-/// The root of a trace is its earliest span without a parent (ties broken by span id); a
-/// trace whose root has not arrived takes its span extent instead. One aggregation over the
-/// spans computes the root and the trace's totals together: a window over the roots joined
-/// back to the per-trace aggregate cost twice as much (measured on a 1M-span store). The root's
-/// fields come from `earliest_value` (crate::earliest), `first_value(... ORDER BY start_time,
-/// span_id)` without its per-group `ScalarValue` orderings.
-///
 /// SQL of `trace_usage`: a trace's usage totals, as `traces` shows them. A trace's cost is
 /// rounded to 1e-12 USD: DataFusion adds a trace's calls in a different order from run to run,
 /// which moved its last bits (and an export's SHA-256).
@@ -204,6 +197,13 @@ SELECT trace_id, count(*) AS llm_calls,
   round(sum(coalesce(cost_usd, 0.0)), 12) AS cost_usd, array_agg(DISTINCT model) AS models
 FROM llm_usage GROUP BY trace_id";
 
+/// The root of a trace is its earliest span without a parent (ties broken by span id); a
+/// trace whose root has not arrived takes its span extent instead. One aggregation over the
+/// spans computes the root and the trace's totals together: a window over the roots joined
+/// back to the per-trace aggregate cost twice as much (measured on a 1M-span store). The root's
+/// fields come from `earliest_value` (crate::earliest), `first_value(... ORDER BY start_time,
+/// span_id)` without its per-group `ScalarValue` orderings.
+///
 /// `scores`: per (trace, metric) the latest score span wins (by its start, then span id); a
 /// trace judged per LLM call takes the latest over all its spans. The map's keys are in
 /// metric order. `scored` is grouped by trace id, so the optimizer removes its LEFT JOIN from
