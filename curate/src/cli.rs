@@ -136,7 +136,7 @@ pub enum Command {
         command: JobCommand,
     },
     /// Merge the small files of closed hour partitions into files near --target-size, sorted
-    /// by (trace_id, start_time).
+    /// by (trace_id, start_time), keeping one copy of each span a client delivered twice.
     ///
     /// Readers going through curate never see a span twice or miss one: the replaced files
     /// are hidden once the merged file exists and deleted after --grace. Safe to interrupt at

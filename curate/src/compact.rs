@@ -22,9 +22,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{
-    SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
+    SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -341,6 +341,8 @@ pub struct Report {
     pub resumed: usize,
     /// Partitions left alone because another run is compacting them.
     pub busy: usize,
+    /// Stored copies of spans delivered more than once, left out of the compacted files.
+    pub copies_dropped: usize,
 }
 
 /// A test hook, from `CURATE_TEST_HOOK`: `stop-at=STEP` makes the run fail at STEP, leaving
@@ -606,7 +608,7 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
         format!(
             "{}{} partitions: {} files ({} bytes) -> {} files ({} bytes); {} compactions finished \
              from an earlier run; {} wait {} before their sources are deleted; {} partitions \
-             left to another run\n",
+             left to another run; {} copies of spans delivered twice dropped\n",
             if o.dry_run {
                 "would compact "
             } else {
@@ -620,7 +622,8 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
             report.resumed,
             report.awaiting_cleanup,
             o.grace,
-            report.busy
+            report.busy,
+            report.copies_dropped
         )
     })
 }
@@ -671,10 +674,11 @@ async fn write_targets(
     for g in missing {
         let target = ObjectPath::from(g.target.as_str());
         match write_target(store, g).await? {
-            Some(bytes) => {
+            Some(Written { size, copies }) => {
+                report.copies_dropped += copies;
                 if fresh {
                     report.files_after += 1;
-                    report.bytes_after += bytes;
+                    report.bytes_after += size;
                 } else if !resumed {
                     resumed = true;
                     report.resumed += 1;
@@ -740,7 +744,7 @@ async fn delete_record(
 async fn write_target(
     store: &schemas::store::Store,
     group: &Group,
-) -> Result<Option<u64>, CurateError> {
+) -> Result<Option<Written>, CurateError> {
     let os = store.object_store();
     let mut batches = Vec::new();
     for s in &group.sources {
@@ -777,10 +781,15 @@ async fn write_target(
                 values: column(schemas::columns::START_TIME)?,
                 options: None,
             },
+            SortColumn {
+                values: column(schemas::columns::SPAN_ID)?,
+                options: None,
+            },
         ],
         None,
     )?;
     let sorted: RecordBatch = take_record_batch(&all, &order)?;
+    let (sorted, copies) = drop_copies(sorted)?;
     let bytes = schemas::parquet_file::write_span_file(&[sorted])
         .map_err(|e| CurateError::JobFailed(format!("writing {}: {e}", group.target)))?;
     let size = bytes.len() as u64;
@@ -788,7 +797,44 @@ async fn write_target(
         .put(&group.target, bytes)
         .await
         .map_err(|e| CurateError::JobFailed(format!("writing {}: {e}", group.target)))?;
-    Ok(Some(size))
+    Ok(Some(Written { size, copies }))
+}
+
+/// A compacted file: its size, and the stored copies of spans it left out.
+struct Written {
+    size: u64,
+    copies: usize,
+}
+
+/// Drops the second and later copies of a span from spans sorted by (trace id, start, span
+/// id): OTLP delivery is at least once, and a client that re-sends a request whose answer it
+/// lost stores its spans twice. Copies have the same trace id, span id and start, so they sort
+/// next to each other. Returns the spans kept and how many copies were dropped.
+fn drop_copies(sorted: RecordBatch) -> Result<(RecordBatch, usize), CurateError> {
+    let strings = |name: &str| {
+        sorted
+            .column_by_name(name)
+            .and_then(|c| c.as_string_opt::<i32>().cloned())
+            .ok_or_else(|| CurateError::JobFailed(format!("span file without text column {name}")))
+    };
+    let (trace, span) = (
+        strings(schemas::columns::TRACE_ID)?,
+        strings(schemas::columns::SPAN_ID)?,
+    );
+    let keep: BooleanArray = (0..sorted.num_rows())
+        .map(|i| {
+            Some(
+                i == 0
+                    || trace.value(i) != trace.value(i - 1)
+                    || span.value(i) != span.value(i - 1),
+            )
+        })
+        .collect();
+    let copies = keep.false_count();
+    if copies == 0 {
+        return Ok((sorted, 0));
+    }
+    Ok((filter_record_batch(&sorted, &keep)?, copies))
 }
 
 #[cfg(test)]

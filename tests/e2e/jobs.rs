@@ -792,16 +792,82 @@ async fn the_example_job_file_runs_as_shipped() -> TestResult {
 async fn small_files_store(dir: &Path, opts: &IngestOpts, files: u32) -> TestResult<usize> {
     let mut spans_sent = 0;
     for round in 0..files {
-        let mut spans = Vec::new();
-        for k in 0..5 {
-            let n = round * 10 + k;
-            spans.extend(trace(n, T0 + u64::from(n) * SEC));
-            spans.extend(trace(1000 + n, T0 + 3600 * SEC + u64::from(n) * SEC));
-        }
+        let spans = round_spans(round);
         spans_sent += spans.len();
         ingest_spans(dir, opts, spans).await?;
     }
     Ok(spans_sent)
+}
+
+/// What round `round` of [`small_files_store`] sends: 5 traces into each of two hours.
+fn round_spans(round: u32) -> Vec<Span> {
+    let mut spans = Vec::new();
+    for k in 0..5 {
+        let n = round * 10 + k;
+        spans.extend(trace(n, T0 + u64::from(n) * SEC));
+        spans.extend(trace(1000 + n, T0 + 3600 * SEC + u64::from(n) * SEC));
+    }
+    spans
+}
+
+/// A client re-sends a request whose answer it lost (OTLP delivery is at least once), so its
+/// spans are stored twice: `spans` and `llm_calls` show both copies until compaction, which
+/// keeps one and reports the copies it dropped; `traces` counts the usage once throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_keeps_one_copy_of_spans_delivered_twice() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let opts = IngestOpts::local(dir.path());
+    let spans = small_files_store(dir.path(), &opts, 3).await?;
+    let resent = round_spans(1);
+    let copies = resent.len();
+    ingest_spans(dir.path(), &opts, resent).await?;
+    let store = dir.path().join("store").display().to_string();
+    let (code, stdout, stderr) = curate_count(&store, &[])?;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        format!(r#"{{"n":{},"d":{spans}}}"#, spans + copies),
+        "before compaction `spans` has every stored copy"
+    );
+    let calls = |store: &str| -> TestResult<String> {
+        let (code, stdout, stderr) = output_of(
+            Command::new(bin_path("curate")?)
+                .args(["--store", store, "--all", "--json", "--sql"])
+                .arg(
+                    "SELECT (SELECT count(*) FROM llm_calls) AS calls, \
+                     (SELECT count(DISTINCT span_id) FROM llm_calls) AS distinct_calls, \
+                     (SELECT sum(input_tokens) FROM traces) AS tokens",
+                ),
+        )?;
+        assert_eq!(code, 0, "{stderr}");
+        Ok(stdout.trim().to_string())
+    };
+    // 30 traces of one chat call each, 120 input tokens per call; round 1 re-sent 10 calls.
+    let tokens = 30 * 120;
+    assert_eq!(
+        calls(&store)?,
+        format!(r#"{{"calls":40,"distinct_calls":30,"tokens":{tokens}}}"#)
+    );
+
+    let (code, stdout, stderr) = compact(&store, &["--grace", "0s"], &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(
+        (
+            report["files_after"].as_u64(),
+            report["copies_dropped"].as_u64()
+        ),
+        (Some(2), Some(copies as u64)),
+        "{report}"
+    );
+    let (_, stdout, _) = curate_count(&store, &[])?;
+    assert_eq!(stdout.trim(), format!(r#"{{"n":{spans},"d":{spans}}}"#));
+    assert_eq!(local_store_rows(Path::new(&store))?.len(), spans);
+    assert_eq!(
+        calls(&store)?,
+        format!(r#"{{"calls":30,"distinct_calls":30,"tokens":{tokens}}}"#)
+    );
+    Ok(())
 }
 
 fn curate_count(store: &str, env: &[(String, String)]) -> TestResult<(i32, String, String)> {
