@@ -379,9 +379,9 @@ const CURATE_DEFAULTS: [(&str, &str); 3] = [
 ///   decoded.
 /// - No file statistics at planning: collecting them reads every file's footer and summarises
 ///   every column before the query starts, ~15% of the CPU of `errors` (perf, 10M-span store),
-///   and the views' joins and aggregations leave the planner with unknown sizes anyway. Without
-///   them a join builds its hash table from the side its SQL names first, so queries name the
-///   small side first (see `export`).
+///   and the views' joins and aggregations leave the planner with unknown sizes anyway. Joins
+///   name their small side first: the hash table is built from the first side unless the
+///   planner's estimates swap them, and with unknown sizes they need not (see `export`).
 pub fn session_config() -> Result<SessionConfig, CurateError> {
     let mut options = ConfigOptions::from_env()?;
     for (key, value) in CURATE_DEFAULTS {

@@ -647,10 +647,13 @@ pub struct Exported {
     pub calls_without_content: usize,
 }
 
-/// The order of the export: each trace's position in `traces`, as table `export_traces`.
-fn register_order(catalog: &Catalog, traces: &[TraceRow]) -> Result<(), CurateError> {
-    let ids = StringArray::from_iter_values(traces.iter().map(|t| t.trace_id.as_str()));
-    let ranks = Int64Array::from_iter_values(0..traces.len() as i64);
+/// The order of the export: each trace id's position among `trace_ids`, as table `export_traces`.
+fn register_order<'a>(
+    catalog: &Catalog,
+    trace_ids: impl ExactSizeIterator<Item = &'a str>,
+) -> Result<(), CurateError> {
+    let ranks = Int64Array::from_iter_values(0..trace_ids.len() as i64);
+    let ids = StringArray::from_iter_values(trace_ids);
     catalog.register_batch(
         "export_traces",
         vec![
@@ -683,7 +686,7 @@ pub async fn export(
     per: Per,
     out: &mut DatasetWriter,
 ) -> Result<Exported, CurateError> {
-    register_order(catalog, traces)?;
+    register_order(catalog, traces.iter().map(|t| t.trace_id.as_str()))?;
     let mut calls_of = Ranked::open(catalog, CALLS_SQL, call_rows).await?;
     let mut context_of = Ranked::open(catalog, &context_sql(), context_rows).await?;
     let mut seen = HashSet::new();
@@ -856,12 +859,11 @@ mod tests {
     }
 }
 
-/// The export's joins against the store, as planned with curate's settings: the selected
-/// traces are the side the hash join holds in memory, and the store's spans stream past it.
-/// (Which side DataFusion holds depends on its size estimates; on a 10M-span store, with file
-/// statistics collected and the store's side named first, it held the store's LLM calls: an
-/// export of 50,000 traces grew to ~20 GB and failed with "byte array offset overflow". A
-/// store that small is not built here; this checks the plan of the default settings.)
+/// The export's joins against the store: the selected traces are the side the hash join
+/// holds in memory, and the store's spans stream past it. With the store's side named first
+/// in the SQL, DataFusion held the store's side once the selection was large: an export of
+/// 50,000 traces from a 10M-span store grew to ~20 GB and failed with "byte array offset
+/// overflow", and this test, with 50,000 selected traces, fails.
 #[cfg(test)]
 mod join_sides {
     use datafusion::physical_plan::displayable;
@@ -944,16 +946,9 @@ mod join_sides {
             },
         )
         .await?;
-        catalog.register_batch(
-            "export_traces",
-            vec![
-                (
-                    "trace_id",
-                    Arc::new(StringArray::from(vec!["01".repeat(16)])) as ArrayRef,
-                ),
-                ("rank", Arc::new(Int64Array::from(vec![0]))),
-            ],
-        )?;
+        // As many selected traces as the export that failed; the store has 40 of them.
+        let ids: Vec<String> = (1..=50_000u32).map(|n| format!("{n:032x}")).collect();
+        register_order(&catalog, ids.iter().map(String::as_str))?;
         for sql in [CALLS_SQL.to_string(), context_sql()] {
             let plan = catalog.ctx.sql(&sql).await?.create_physical_plan().await?;
             let plan = displayable(plan.as_ref()).indent(true).to_string();
