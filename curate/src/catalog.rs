@@ -147,6 +147,14 @@ pub const IS_LLM_CALL: &str = "(gen_ai_operation_name IN ('chat', 'text_completi
      OR attributes['openinference.span.kind'] = 'LLM' \
      OR gen_ai_input_tokens IS NOT NULL OR gen_ai_output_tokens IS NOT NULL)";
 
+/// A usage span as `counted_usage` and `usage_totals` take it (`USAGE_SPAN` in the views).
+const USAGE_SPAN: &str = "named_struct(
+      'span_id', span_id, 'parent_span_id', parent_span_id,
+      'start_ns', arrow_cast(start_time, 'Int64'), 'end_ns', arrow_cast(end_time, 'Int64'),
+      'model', coalesce(gen_ai_response_model, gen_ai_request_model),
+      'input_tokens', coalesce(gen_ai_input_tokens, 0),
+      'output_tokens', coalesce(gen_ai_output_tokens, 0))";
+
 /// Token usage as it counts toward traces: one row per span with token counts whose usage
 /// counts (see the module docs), with its model and cost. It reads only typed columns, so the
 /// totals of `traces` (and `costly`) never decode the attribute maps, where the message texts
@@ -159,12 +167,7 @@ SELECT trace_id, u['span_id'] AS span_id, u['model'] AS model,
 FROM (
   SELECT trace_id, unnest(counted) AS u
   FROM (
-    SELECT trace_id, counted_usage(array_agg(named_struct(
-      'span_id', span_id, 'parent_span_id', parent_span_id,
-      'start_ns', arrow_cast(start_time, 'Int64'), 'end_ns', arrow_cast(end_time, 'Int64'),
-      'model', coalesce(gen_ai_response_model, gen_ai_request_model),
-      'input_tokens', coalesce(gen_ai_input_tokens, 0),
-      'output_tokens', coalesce(gen_ai_output_tokens, 0)))) AS counted
+    SELECT trace_id, counted_usage(array_agg(USAGE_SPAN)) AS counted
     FROM spans WHERE gen_ai_input_tokens IS NOT NULL OR gen_ai_output_tokens IS NOT NULL
     GROUP BY trace_id
   )
@@ -188,14 +191,18 @@ SELECT c.trace_id, c.span_id, c.parent_span_id, c.name, c.service_name, c.start_
   c.session_id, c.user_id, c.tenant, c.date, c.hour
 FROM calls c LEFT JOIN llm_usage k ON k.trace_id = c.trace_id AND k.span_id = c.span_id";
 
-/// SQL of `trace_usage`: a trace's usage totals, as `traces` shows them. A trace's cost is
-/// rounded to 1e-12 USD: DataFusion adds a trace's calls in a different order from run to run,
-/// which moved its last bits (and an export's SHA-256).
+/// SQL of `trace_usage`: a trace's usage totals, as `traces` shows them, over the same usage
+/// spans and rule as `llm_usage` (`usage_totals` applies `counted_usage`'s rule and sums the
+/// counted spans in one pass). A trace's cost is rounded to 1e-12 USD: its calls arrive in a
+/// different order from run to run, which moved the sum's last bits (and an export's SHA-256).
 const TRACE_USAGE_VIEW: &str = "CREATE VIEW trace_usage AS
-SELECT trace_id, count(*) AS llm_calls,
-  sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-  round(sum(coalesce(cost_usd, 0.0)), 12) AS cost_usd, array_agg(DISTINCT model) AS models
-FROM llm_usage GROUP BY trace_id";
+SELECT trace_id, t['llm_calls'] AS llm_calls, t['input_tokens'] AS input_tokens,
+  t['output_tokens'] AS output_tokens, round(t['cost_usd'], 12) AS cost_usd, t['models'] AS models
+FROM (
+  SELECT trace_id, usage_totals(array_agg(USAGE_SPAN)) AS t
+  FROM spans WHERE gen_ai_input_tokens IS NOT NULL OR gen_ai_output_tokens IS NOT NULL
+  GROUP BY trace_id
+)";
 
 /// The root of a trace is its earliest span without a parent (ties broken by span id); a
 /// trace whose root has not arrived takes its span extent instead. One aggregation over the
@@ -440,11 +447,12 @@ impl Catalog {
         ctx.register_udf(cost_udf(opts.prices.clone()));
         ctx.register_udf(llm_io_udf()?);
         ctx.register_udf(crate::usage::counted_usage_udf());
+        ctx.register_udf(crate::usage::usage_totals_udf(opts.prices.clone()));
         ctx.register_udaf(crate::earliest::earliest_value_udaf());
         for sql in [
             spans_view(&opts),
-            LLM_USAGE_VIEW.to_string(),
-            TRACE_USAGE_VIEW.to_string(),
+            LLM_USAGE_VIEW.replace("USAGE_SPAN", USAGE_SPAN),
+            TRACE_USAGE_VIEW.replace("USAGE_SPAN", USAGE_SPAN),
             LLM_CALLS_VIEW.replace("{IS_LLM_CALL}", IS_LLM_CALL),
             evals_view(&opts),
             TRACES_VIEW.to_string(),

@@ -3,6 +3,7 @@
 //! stage that reports spend reads the same table.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -56,7 +57,7 @@ impl Prices {
     /// The price of `model`: the longest key that is a prefix of it.
     pub fn lookup(&self, model: &str) -> Option<Price> {
         self.models
-            .range(..=model.to_string())
+            .range::<str, _>((Bound::Unbounded, Bound::Included(model)))
             .rev()
             .find(|(k, _)| model.starts_with(k.as_str()))
             .map(|(_, p)| *p)
@@ -64,9 +65,13 @@ impl Prices {
 
     /// Cost in USD of a call.
     pub fn cost(&self, model: &str, input_tokens: i64, output_tokens: i64) -> Option<f64> {
-        self.lookup(model).map(|p| {
-            (input_tokens as f64 * p.input + output_tokens as f64 * p.output) / 1_000_000.0
-        })
+        self.lookup(model)
+            .map(|p| Self::cost_at(p, input_tokens, output_tokens))
+    }
+
+    /// Cost in USD of a call at `price` (one looked up already).
+    pub fn cost_at(price: Price, input_tokens: i64, output_tokens: i64) -> f64 {
+        (input_tokens as f64 * price.input + output_tokens as f64 * price.output) / 1_000_000.0
     }
 }
 
