@@ -396,10 +396,10 @@ const CURATE_DEFAULTS: [(&str, &str); 4] = [
 /// - Partial aggregation is skipped once it has seen that it leaves more than one row in ten
 ///   (DataFusion's default: eight in ten; the probe is over each partition's first 100,000
 ///   rows). The views group by trace id, where a partial aggregation over a batch of spans
-///   reduces little: for `trace_usage` it copied
-///   each trace's usage spans into lists twice, through the partial and the final aggregation
-///   (`costly` on the 10M-span bench store: 0.88x the CPU without it, `slow` and `errors`
-///   unchanged). Traces of more than ten spans each on average still aggregate in two steps.
+///   reduces little: for `trace_usage` it copied each trace's usage spans into lists twice,
+///   through the partial and the final aggregation (`costly` on the 10M-span bench store:
+///   0.88x the CPU without it, `slow` and `errors` unchanged). Traces of more than ten spans
+///   each on average still aggregate in two steps.
 pub fn session_config() -> Result<SessionConfig, CurateError> {
     let mut options = ConfigOptions::from_env()?;
     for (key, value) in CURATE_DEFAULTS {

@@ -6,7 +6,7 @@ use datafusion::arrow::array::{Array, AsArray, Float64Builder, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::cast::as_string_array;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
-use schemas::prices::{Price, Prices};
+use schemas::prices::Prices;
 
 /// `cost_usd(model, input_tokens, output_tokens)`: null for a model without a price; a null
 /// token count counts as 0.
@@ -23,21 +23,11 @@ pub fn cost_udf(prices: Prices) -> ScalarUDF {
             let input = arrays[1].as_primitive::<Int64Type>();
             let output = arrays[2].as_primitive::<Int64Type>();
             let mut out = Float64Builder::with_capacity(models.len());
-            // Consecutive rows mostly share a model: its price is looked up once.
-            let mut last: Option<(&str, Option<Price>)> = None;
+            let mut run = prices.for_run();
             for i in 0..models.len() {
                 let cost = (!models.is_null(i)).then(|| {
                     let tok = |a: &Int64Array| if a.is_null(i) { 0 } else { a.value(i) };
-                    let model = models.value(i);
-                    let price = match last {
-                        Some((m, p)) if m == model => p,
-                        _ => {
-                            let p = prices.lookup(model);
-                            last = Some((model, p));
-                            p
-                        }
-                    };
-                    price.map(|p| Prices::cost_at(p, tok(input), tok(output)))
+                    run.cost(models.value(i), tok(input), tok(output))
                 });
                 out.append_option(cost.flatten());
             }

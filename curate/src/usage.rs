@@ -17,7 +17,7 @@ use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use schemas::prices::{Price, Prices};
+use schemas::prices::Prices;
 
 /// Fields of an element of `counted_usage`'s argument, as `LLM_USAGE_VIEW` names them.
 mod input {
@@ -182,13 +182,7 @@ impl<'a> UsageLists<'a> {
         let Some(items) = lists.values().as_struct_opt() else {
             return exec_err!("{name}: the list's items are not structs");
         };
-        let column = |field: &str| {
-            items.column_by_name(field).ok_or_else(|| {
-                datafusion::error::DataFusionError::Execution(format!(
-                    "{name}: the items have no field {field}"
-                ))
-            })
-        };
+        let column = |field: &str| item_column(name, items, field);
         let text = |field: &str| {
             column(field)?.as_string_opt::<i32>().ok_or_else(|| {
                 datafusion::error::DataFusionError::Execution(format!(
@@ -220,24 +214,15 @@ impl<'a> UsageLists<'a> {
     }
 
     fn column(&self, field: &str) -> Result<ArrayRef> {
-        self.items.column_by_name(field).cloned().ok_or_else(|| {
-            datafusion::error::DataFusionError::Execution(format!(
-                "{}: the items have no field {field}",
-                self.name
-            ))
-        })
-    }
-
-    fn tokens(a: &Int64Array, j: usize) -> i64 {
-        if a.is_null(j) { 0 } else { a.value(j) }
+        item_column(self.name, self.items, field).cloned()
     }
 
     fn input_tokens(&self, j: usize) -> i64 {
-        Self::tokens(self.inputs, j)
+        value_or_zero(self.inputs, j)
     }
 
     fn output_tokens(&self, j: usize) -> i64 {
-        Self::tokens(self.outputs, j)
+        value_or_zero(self.outputs, j)
     }
 
     /// Calls `f` with each list's range of items and, for a non-null list, which of them
@@ -255,7 +240,7 @@ impl<'a> UsageLists<'a> {
             trace.extend(range.clone().map(|j| UsageSpan {
                 span_id: self.ids.value(j),
                 parent_span_id: self.parents.is_valid(j).then(|| self.parents.value(j)),
-                start_ns: Self::tokens(self.starts, j),
+                start_ns: value_or_zero(self.starts, j),
                 // A null end (never in the store: the column is required) overlaps nothing after it.
                 end_ns: if self.ends.is_null(j) {
                     i64::MIN
@@ -268,6 +253,18 @@ impl<'a> UsageLists<'a> {
             f(range, Some(&counted(&trace)));
         }
     }
+}
+
+fn item_column<'a>(name: &str, items: &'a StructArray, field: &str) -> Result<&'a ArrayRef> {
+    items.column_by_name(field).ok_or_else(|| {
+        datafusion::error::DataFusionError::Execution(format!(
+            "{name}: the items have no field {field}"
+        ))
+    })
+}
+
+fn value_or_zero(a: &Int64Array, j: usize) -> i64 {
+    if a.is_null(j) { 0 } else { a.value(j) }
 }
 
 /// Fields of `usage_totals`' result, as `trace_usage` names its columns.
@@ -351,8 +348,7 @@ impl ScalarUDFImpl for UsageTotals {
         );
         let mut models = ListBuilder::new(StringBuilder::new());
         let mut trace_models: Vec<&str> = Vec::new();
-        // Consecutive calls of a batch mostly share a model: its price is looked up once.
-        let mut last: Option<(&str, Option<Price>)> = None;
+        let mut prices = self.prices.for_run();
         usage.for_each_trace(|range, counts| {
             let Some(counts) = counts else {
                 calls.append_null();
@@ -371,15 +367,7 @@ impl ScalarUDFImpl for UsageTotals {
                 output += o;
                 if usage.models.is_valid(j) {
                     let model = usage.models.value(j);
-                    let price = match last {
-                        Some((m, p)) if m == model => p,
-                        _ => {
-                            let p = self.prices.lookup(model);
-                            last = Some((model, p));
-                            p
-                        }
-                    };
-                    cost += price.map_or(0.0, |p| Prices::cost_at(p, i, o));
+                    cost += prices.cost(model, i, o).unwrap_or(0.0);
                     trace_models.push(model);
                 }
             }

@@ -70,8 +70,38 @@ impl Prices {
     }
 
     /// Cost in USD of a call at `price` (one looked up already).
-    pub fn cost_at(price: Price, input_tokens: i64, output_tokens: i64) -> f64 {
+    fn cost_at(price: Price, input_tokens: i64, output_tokens: i64) -> f64 {
         (input_tokens as f64 * price.input + output_tokens as f64 * price.output) / 1_000_000.0
+    }
+
+    /// [`Prices::cost`] for a run of calls (a batch of rows), where consecutive calls mostly
+    /// share a model: its price is looked up once per run of that model.
+    pub fn for_run<'m>(&self) -> RunPrices<'_, 'm> {
+        RunPrices {
+            prices: self,
+            last: None,
+        }
+    }
+}
+
+/// See [`Prices::for_run`].
+pub struct RunPrices<'p, 'm> {
+    prices: &'p Prices,
+    last: Option<(&'m str, Option<Price>)>,
+}
+
+impl<'m> RunPrices<'_, 'm> {
+    /// Cost in USD of a call, as [`Prices::cost`].
+    pub fn cost(&mut self, model: &'m str, input_tokens: i64, output_tokens: i64) -> Option<f64> {
+        let price = match self.last {
+            Some((m, p)) if m == model => p,
+            _ => {
+                let p = self.prices.lookup(model);
+                self.last = Some((model, p));
+                p
+            }
+        };
+        price.map(|p| Prices::cost_at(p, input_tokens, output_tokens))
     }
 }
 
@@ -94,6 +124,15 @@ mod tests {
         assert_eq!(p.lookup("my-finetune"), None);
         let cost = p.cost("gpt-4o", 1_000_000, 100_000).unwrap_or_default();
         assert!((cost - 3.5).abs() < 1e-9, "{cost}");
+        // A run of calls gets each call's own model's price, not the previous call's.
+        let mut run = p.for_run();
+        for model in ["gpt-4o", "gpt-4o", "gpt-4o-mini", "my-finetune", "gpt-4o"] {
+            assert_eq!(
+                run.cost(model, 1000, 10),
+                p.cost(model, 1000, 10),
+                "{model}"
+            );
+        }
         Ok(())
     }
 
