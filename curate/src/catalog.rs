@@ -138,7 +138,12 @@ fn spans_view(opts: &CatalogOptions) -> String {
     if let Some(t) = &opts.tenant {
         predicate = format!("tenant = {} AND {predicate}", quote(t));
     }
-    format!("CREATE VIEW spans AS SELECT * FROM {SPAN_STORE} WHERE {predicate}")
+    let partitions = partition_cols();
+    let names: Vec<&str> = partitions.iter().map(|(n, _)| n.as_str()).collect();
+    format!(
+        "CREATE VIEW spans AS SELECT {} FROM {SPAN_STORE} WHERE {predicate}",
+        crate::span_store::view_columns(&names)
+    )
 }
 
 /// Spans that are LLM calls: a GenAI operation that generates text, OpenInference's LLM kind,
@@ -452,9 +457,12 @@ impl Catalog {
         let table = ListingTable::try_new(
             ListingTableConfig::new(url)
                 .with_listing_options(options)
-                .with_schema(span_schema()),
+                .with_schema(crate::span_store::read_schema()),
         )?;
-        ctx.register_table(SPAN_STORE, Arc::new(table))?;
+        ctx.register_table(
+            SPAN_STORE,
+            Arc::new(crate::span_store::SpanStore::new(table)),
+        )?;
         ctx.register_udf(cost_udf(opts.prices.clone()));
         ctx.register_udf(llm_io_udf()?);
         ctx.register_udf(crate::usage::counted_usage_udf());

@@ -18,6 +18,7 @@ pub mod prices;
 pub mod retention;
 pub mod rules;
 pub mod select;
+pub mod span_store;
 pub mod usage;
 pub mod window;
 
