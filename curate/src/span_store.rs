@@ -3,32 +3,43 @@
 //!
 //! Ingest writes `status_code` dictionary-encoded (three values), but the Parquet reader turns
 //! a dictionary-encoded column into a string array by copying each row's value out of the
-//! dictionary, unless the Arrow schema it is given asks for a dictionary. The files' own
-//! `ARROW:schema` says `Utf8`, so every file of a scan is handed the span schema with those
-//! columns as `Dictionary(Int32, Utf8)` (DataFusion then also skips decoding each file's
-//! `ARROW:schema`). A filter such as `status_code = 'ERROR'` then compares three dictionary
-//! values and the keys instead of every row's string: the `errors` rule's scan of the
-//! 10M-span bench store decoded 10M strings for it (BENCHMARKS.md, 2026-12-07).
+//! dictionary, unless the Arrow schema it reads from the file asks for a dictionary. The
+//! files' `ARROW:schema` says `Utf8`, so the table's scans read through [`DictionaryHint`],
+//! which swaps a file's `ARROW:schema` for the same schema with those columns as
+//! `Dictionary(Int32, Utf8)` when the file was written with [`span_schema`]. A filter such as
+//! `status_code = 'ERROR'` then compares three dictionary values and the keys instead of every
+//! row's string: the `errors` rule's scan of the 10M-span bench store decoded 10M strings for
+//! it (BENCHMARKS.md, 2026-12-07).
 //!
 //! The `spans` view casts these columns back to `Utf8` ([`view_columns`]), so users and the
 //! other views see strings; DataFusion unwraps that cast in comparisons with literals, so
 //! filters still run on the dictionary.
-//!
-//! Every file under `spans/` is written by ingest or compaction with [`span_schema`]; a file
-//! of another schema fails the scan with the Parquet reader's schema error.
 
+use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Constraints, Result};
 use datafusion::datasource::listing::ListingTable;
-use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::ParquetSource;
+use datafusion::datasource::physical_plan::parquet::{
+    DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::arrow::{ARROW_SCHEMA_META_KEY, encode_arrow_schema};
+use datafusion::parquet::errors::Result as ParquetResult;
+use datafusion::parquet::file::metadata::{FileMetaData, KeyValue, ParquetMetaData};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use futures::future::BoxFuture;
 use schemas::columns as c;
 use schemas::span_table::span_schema;
 
@@ -91,24 +102,124 @@ impl SpanStore {
     }
 }
 
-/// `plan` with every Parquet scan's files given [`read_schema`].
-fn with_read_schema(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+/// The `ARROW:schema` of files written with [`span_schema`], and the one that replaces it.
+static ENCODED: LazyLock<(String, String)> = LazyLock::new(|| {
+    (
+        encode_arrow_schema(&span_schema()),
+        encode_arrow_schema(&read_schema()),
+    )
+});
+
+/// Hands the Parquet reader [`read_schema`] for the files written with [`span_schema`], by
+/// replacing their `ARROW:schema` in the metadata it reads (its own reader, cached or not,
+/// does the reading). Other files keep theirs, and DataFusion casts their columns to the
+/// table's types as before: a file of another schema is read, not refused.
+#[derive(Debug)]
+struct DictionaryHint {
+    inner: Arc<dyn ParquetFileReaderFactory>,
+}
+
+impl ParquetFileReaderFactory for DictionaryHint {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        file: PartitionedFile,
+        metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> Result<Box<dyn AsyncFileReader + Send>> {
+        let inner = self
+            .inner
+            .create_reader(partition_index, file, metadata_size_hint, metrics)?;
+        Ok(Box::new(HintedReader { inner }))
+    }
+}
+
+struct HintedReader {
+    inner: Box<dyn AsyncFileReader + Send>,
+}
+
+impl AsyncFileReader for HintedReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, ParquetResult<Bytes>> {
+        self.inner.get_bytes(range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, ParquetResult<Vec<Bytes>>> {
+        self.inner.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, ParquetResult<Arc<ParquetMetaData>>> {
+        Box::pin(async move {
+            let metadata = self.inner.get_metadata(options).await?;
+            Ok(with_read_schema(metadata))
+        })
+    }
+}
+
+/// `metadata` with [`read_schema`] as its `ARROW:schema` if it was [`span_schema`].
+fn with_read_schema(metadata: Arc<ParquetMetaData>) -> Arc<ParquetMetaData> {
+    let (written, read) = &*ENCODED;
+    let file = metadata.file_metadata();
+    let Some(pairs) = file.key_value_metadata() else {
+        return metadata;
+    };
+    if !pairs
+        .iter()
+        .any(|kv| kv.key == ARROW_SCHEMA_META_KEY && kv.value.as_ref() == Some(written))
+    {
+        return metadata;
+    }
+    let pairs = pairs
+        .iter()
+        .map(|kv| match kv.key.as_str() {
+            ARROW_SCHEMA_META_KEY => KeyValue::new(kv.key.clone(), read.clone()),
+            _ => kv.clone(),
+        })
+        .collect();
+    let file = FileMetaData::new(
+        file.version(),
+        file.num_rows(),
+        file.created_by().map(String::from),
+        Some(pairs),
+        file.schema_descr_ptr(),
+        file.column_orders().cloned(),
+    );
+    let patched = ParquetMetaData::new(file, metadata.row_groups().to_vec())
+        .into_builder()
+        .set_column_index(metadata.column_index().cloned())
+        .set_offset_index(metadata.offset_index().cloned())
+        .build();
+    Arc::new(patched)
+}
+
+/// `plan` with every Parquet scan reading through [`DictionaryHint`].
+fn with_dictionary_hint(
+    plan: Arc<dyn ExecutionPlan>,
+    state: &dyn Session,
+) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_down(|node| {
         let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
             return Ok(Transformed::no(node));
         };
-        let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
+        let Some((config, source)) = exec.downcast_to_file_source::<ParquetSource>() else {
             return Ok(Transformed::no(node));
         };
+        let inner = match source.parquet_file_reader_factory() {
+            Some(inner) => inner.clone(),
+            None => Arc::new(DefaultParquetFileReaderFactory::new(
+                state.runtime_env().object_store(&config.object_store_url)?,
+            )),
+        };
+        let source = source
+            .clone()
+            .with_parquet_file_reader_factory(Arc::new(DictionaryHint { inner }));
         let mut config = config.clone();
-        for group in &mut config.file_groups {
-            let files = std::mem::take(group).into_inner();
-            *group = files
-                .into_iter()
-                .map(|f| f.with_arrow_schema(read_schema()))
-                .collect::<Vec<_>>()
-                .into();
-        }
+        config.file_source = Arc::new(source);
         let exec = exec.clone().with_data_source(Arc::new(config));
         Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>))
     })
@@ -149,7 +260,7 @@ impl TableProvider for SpanStore {
         args: ScanArgs<'a>,
     ) -> Result<ScanResult> {
         let plan = self.listing.scan_with_args(state, args).await?.into_inner();
-        Ok(ScanResult::new(with_read_schema(plan)?))
+        Ok(ScanResult::new(with_dictionary_hint(plan, state)?))
     }
 
     fn supports_filters_pushdown(
@@ -162,11 +273,15 @@ impl TableProvider for SpanStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use schemas::opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
+    use super::{read_schema, span_schema};
     use crate::catalog::{Catalog, CatalogOptions};
     use crate::window::Window;
+    use datafusion::arrow::datatypes::DataType;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -254,5 +369,75 @@ mod tests {
             "{plan}"
         );
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_file_of_another_schema_is_read_too() -> TestResult {
+        use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+        use datafusion::parquet::arrow::ArrowWriter;
+
+        let dir = tempfile::tempdir()?;
+        store(dir.path())?;
+        let other = RecordBatch::try_from_iter([
+            (
+                "trace_id",
+                Arc::new(StringArray::from(vec!["ff".repeat(16)])) as ArrayRef,
+            ),
+            ("status_code", Arc::new(StringArray::from(vec!["ERROR"]))),
+        ])?;
+        let path = dir
+            .path()
+            .join("spans/tenant=default/date=2026-02-25/hour=06/other.parquet");
+        std::fs::create_dir_all(path.parent().ok_or("no parent")?)?;
+        let mut writer = ArrowWriter::try_new(std::fs::File::create(&path)?, other.schema(), None)?;
+        writer.write(&other)?;
+        writer.close()?;
+        let catalog = open(dir.path()).await?;
+        let traces = catalog
+            .ctx
+            .sql("SELECT DISTINCT trace_id FROM spans WHERE status_code = 'ERROR'")
+            .await?
+            .collect()
+            .await?;
+        let traces = pretty_format_batches(&traces)?.to_string();
+        assert_eq!(traces.matches("| ").count(), 12, "{traces}");
+        assert!(traces.contains(&"ff".repeat(16)), "{traces}");
+        Ok(())
+    }
+
+    #[test]
+    fn ingest_files_are_read_with_status_as_a_dictionary() -> TestResult {
+        use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+        use datafusion::parquet::file::metadata::ParquetMetaDataReader;
+
+        let dir = tempfile::tempdir()?;
+        store(dir.path())?;
+        let file = walk(dir.path()).ok_or("no file written")?;
+        let metadata = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes::Bytes::from(std::fs::read(file)?))?;
+        let read = |m| ArrowReaderMetadata::try_new(m, ArrowReaderOptions::new());
+        let as_written = read(Arc::new(metadata.clone()))?;
+        assert_eq!(as_written.schema().fields(), span_schema().fields());
+        let hinted = read(super::with_read_schema(Arc::new(metadata)))?;
+        assert_eq!(hinted.schema().fields(), read_schema().fields());
+        assert!(matches!(
+            hinted.schema().field_with_name("status_code")?.data_type(),
+            DataType::Dictionary(..)
+        ));
+        Ok(())
+    }
+
+    fn walk(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if let Some(found) = walk(&path) {
+                    return Some(found);
+                }
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                return Some(path);
+            }
+        }
+        None
     }
 }
