@@ -1,15 +1,19 @@
-//! The store's span files as DataFusion reads them: its listing table, with the columns of a
-//! handful of distinct values (`status_code`) read as Arrow dictionaries.
+//! The store's span files as DataFusion reads them: its listing table, with `status_code` and
+//! `trace_id` read as Arrow dictionaries.
 //!
-//! Ingest writes `status_code` dictionary-encoded (three values), but the Parquet reader turns
-//! a dictionary-encoded column into a string array by copying each row's value out of the
-//! dictionary, unless the Arrow schema it reads from the file asks for a dictionary. The
-//! files' `ARROW:schema` says `Utf8`, so the table's scans read through [`DictionaryHint`],
-//! which swaps a file's `ARROW:schema` for the same schema with those columns as
-//! `Dictionary(Int32, Utf8)` when the file was written with [`span_schema`]. A filter such as
-//! `status_code = 'ERROR'` then compares three dictionary values and the keys instead of every
-//! row's string: the `errors` rule's scan of the 10M-span bench store decoded 10M strings for
-//! it (BENCHMARKS.md, 2026-12-07).
+//! Ingest writes both dictionary-encoded (three statuses; a trace's spans share its id), but
+//! the Parquet reader turns a dictionary-encoded column into a string array by copying each
+//! row's value out of the dictionary, unless the Arrow schema it reads from the file asks for
+//! a dictionary. The files' `ARROW:schema` says `Utf8`, so the table's scans read through
+//! [`DictionaryHint`], which swaps a file's `ARROW:schema` for the same schema with those
+//! columns as `Dictionary(Int32, Utf8)` when the file was written with [`span_schema`].
+//!
+//! A filter such as `status_code = 'ERROR'` then compares three dictionary values and the keys
+//! instead of every row's string, and the trace ids of the rows it drops are never copied
+//! (the reader decodes a filtered column for every row and drops rows afterwards): the
+//! `errors` rule on the 10M-span bench store copied 10M statuses and 10M trace ids to keep
+//! 643k (BENCHMARKS.md, 2026-12-07). Scans that keep every row pay about what they did: the
+//! view's cast copies the same strings the reader used to.
 //!
 //! The `spans` view casts these columns back to `Utf8` ([`view_columns`]), so users and the
 //! other views see strings; DataFusion unwraps that cast in comparisons with literals, so
@@ -43,8 +47,9 @@ use futures::future::BoxFuture;
 use schemas::columns as c;
 use schemas::span_table::span_schema;
 
-/// String columns read as dictionaries: few distinct values, filtered on by rules.
-const DICTIONARY_COLUMNS: [&str; 1] = [c::STATUS_CODE];
+/// String columns read as dictionaries: dictionary-encoded by ingest, and read by rules
+/// that filter on them (`status_code`) or keep a few of their rows (`trace_id`).
+const DICTIONARY_COLUMNS: [&str; 2] = [c::STATUS_CODE, c::TRACE_ID];
 
 /// The span schema as the reader produces it: [`DICTIONARY_COLUMNS`] as dictionaries.
 static READ_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -345,7 +350,7 @@ mod tests {
             .ctx
             .sql(
                 "SELECT status_code, arrow_typeof(status_code) AS type, count(*) AS n \
-                 FROM spans GROUP BY 1, 2 ORDER BY 1",
+                 FROM spans WHERE arrow_typeof(trace_id) = 'Utf8' GROUP BY 1, 2 ORDER BY 1",
             )
             .await?
             .collect()
@@ -406,7 +411,7 @@ mod tests {
     }
 
     #[test]
-    fn ingest_files_are_read_with_status_as_a_dictionary() -> TestResult {
+    fn ingest_files_are_read_with_status_and_trace_id_as_dictionaries() -> TestResult {
         use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
         use datafusion::parquet::file::metadata::ParquetMetaDataReader;
 
@@ -420,10 +425,12 @@ mod tests {
         assert_eq!(as_written.schema().fields(), span_schema().fields());
         let hinted = read(super::with_read_schema(Arc::new(metadata)))?;
         assert_eq!(hinted.schema().fields(), read_schema().fields());
-        assert!(matches!(
-            hinted.schema().field_with_name("status_code")?.data_type(),
-            DataType::Dictionary(..)
-        ));
+        for column in ["status_code", "trace_id"] {
+            assert!(matches!(
+                hinted.schema().field_with_name(column)?.data_type(),
+                DataType::Dictionary(..)
+            ));
+        }
         Ok(())
     }
 
