@@ -868,7 +868,7 @@ mod tests {
 mod join_sides {
     use datafusion::physical_plan::displayable;
     use schemas::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-    use schemas::opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use schemas::opentelemetry_proto::tonic::trace::v1::Span;
 
     use super::*;
     use crate::catalog::CatalogOptions;
@@ -918,19 +918,7 @@ mod join_sides {
                 ]
             })
             .collect();
-        let request = [ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }];
-        for (partition, batch) in schemas::convert::to_record_batches("default", &request)? {
-            let path = dir.join(partition.file_path("01JTEST0000000000000000000"));
-            std::fs::create_dir_all(path.parent().ok_or("no parent")?)?;
-            std::fs::write(path, schemas::parquet_file::write_span_file(&[batch])?)?;
-        }
-        Ok(())
+        crate::test_store::write(dir, spans)
     }
 
     #[tokio::test]

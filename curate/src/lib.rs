@@ -394,3 +394,30 @@ async fn scanned_traces(catalog: &Catalog) -> Result<u64, CurateError> {
         })
         .map_or(0, |a| a.value(0).max(0) as u64))
 }
+
+/// Test support shared by the modules' tests.
+#[cfg(test)]
+pub(crate) mod test_store {
+    use schemas::opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    /// Writes `spans` (one resource, one scope) into the store at `dir` as ingest would: one
+    /// span file per partition, with ingest's converter and writer.
+    pub fn write(
+        dir: &std::path::Path,
+        spans: Vec<Span>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let request = [ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        for (partition, batch) in schemas::convert::to_record_batches("default", &request)? {
+            let path = dir.join(partition.file_path("01JTEST0000000000000000000"));
+            std::fs::create_dir_all(path.parent().ok_or("no parent")?)?;
+            std::fs::write(path, schemas::parquet_file::write_span_file(&[batch])?)?;
+        }
+        Ok(())
+    }
+}

@@ -281,7 +281,7 @@ mod tests {
     use std::sync::Arc;
 
     use datafusion::arrow::util::pretty::pretty_format_batches;
-    use schemas::opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    use schemas::opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
     use super::{read_schema, span_schema};
     use crate::catalog::{Catalog, CatalogOptions};
@@ -314,19 +314,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let request = [ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }];
-        for (partition, batch) in schemas::convert::to_record_batches("default", &request)? {
-            let path = dir.join(partition.file_path("01JTEST0000000000000000000"));
-            std::fs::create_dir_all(path.parent().ok_or("no parent")?)?;
-            std::fs::write(path, schemas::parquet_file::write_span_file(&[batch])?)?;
-        }
-        Ok(())
+        crate::test_store::write(dir, spans)
     }
 
     async fn open(dir: &std::path::Path) -> Result<Catalog, Box<dyn std::error::Error>> {
