@@ -1017,6 +1017,17 @@ async fn compaction_under_concurrent_reads_counts_every_span_once() -> TestResul
     assert_eq!(parts.len(), 2);
     let count_files = walk_parquet(&dir.path().join("store/spans"));
     assert_eq!(count_files, 2);
+    for part in &parts {
+        let keys: Vec<(&str, i64, &str)> = rows
+            .iter()
+            .filter(|(p, _)| p == *part)
+            .map(|(_, r)| (r.trace_id.as_str(), r.start_time_ns, r.span_id.as_str()))
+            .collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] <= w[1]),
+            "{part}: rows not sorted by trace id, start and span id"
+        );
+    }
     assert!(
         !dir.path()
             .join("store/_compaction")
