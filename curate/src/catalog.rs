@@ -273,7 +273,7 @@ fn evals_view(opts: &CatalogOptions) -> String {
 SELECT eval_trace_id, eval_span_id, judged_trace_id, judged_span_id, metric, score, label,
   explanation, judge_model, run_id, judged_at, tenant
 FROM (
-  SELECT trace_id AS eval_trace_id, span_id AS eval_span_id,
+  SELECT arrow_cast(trace_id, 'Utf8') AS eval_trace_id, span_id AS eval_span_id,
     links[1]['trace_id'] AS judged_trace_id, links[1]['span_id'] AS judged_span_id,
     attributes['gen_ai.evaluation.name'] AS metric,
     try_cast(attributes['gen_ai.evaluation.score.value'] AS DOUBLE) AS score,

@@ -94,7 +94,8 @@ pub fn view_columns(partition_cols: &[&str]) -> String {
         .join(", ")
 }
 
-/// The listing table, whose scans hand each file [`read_schema`].
+/// The listing table, whose scans read through [`DictionaryHint`]. Views over it cast
+/// [`DICTIONARY_COLUMNS`] back to strings ([`view_columns`]; `evals` its `trace_id`).
 #[derive(Debug)]
 pub struct SpanStore {
     listing: ListingTable,
@@ -351,6 +352,22 @@ mod tests {
         ] {
             assert!(counts.contains(row), "{row} not in\n{counts}");
         }
+        // Every view shows the dictionary columns as strings.
+        let types = catalog
+            .ctx
+            .sql(
+                "SELECT DISTINCT data_type FROM information_schema.columns \
+                 WHERE column_name IN ('status_code', 'trace_id', 'eval_trace_id', 'judged_trace_id') \
+                 AND table_name <> 'span_store'",
+            )
+            .await?
+            .collect()
+            .await?;
+        let types = pretty_format_batches(&types)?.to_string();
+        assert!(
+            types.contains("| Utf8 ") && !types.contains("Dictionary"),
+            "{types}"
+        );
         let errors = "SELECT DISTINCT trace_id FROM spans WHERE status_code = 'ERROR'";
         let traces = catalog.ctx.sql(errors).await?.collect().await?;
         assert_eq!(traces.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
