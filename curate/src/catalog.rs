@@ -61,8 +61,12 @@ use crate::extract::{Attr, EventRef, extract};
 use crate::prices::cost_udf;
 use crate::window::Window;
 
-/// Name of the raw listing table; the views read it.
+/// Name of the store's span files as every view reads them: every span of every window, the
+/// columns `span_store` reads as dictionaries cast back to strings (`span_store_view`).
 pub const SPAN_STORE: &str = "span_store";
+
+/// Name of the listing table itself (`crate::span_store::SpanStore`).
+const SPAN_FILES: &str = "span_files";
 
 /// Where a store lives, and the object store that reaches it.
 pub struct StoreLocation {
@@ -138,10 +142,15 @@ fn spans_view(opts: &CatalogOptions) -> String {
     if let Some(t) = &opts.tenant {
         predicate = format!("tenant = {} AND {predicate}", quote(t));
     }
+    format!("CREATE VIEW spans AS SELECT * FROM {SPAN_STORE} WHERE {predicate}")
+}
+
+/// SQL of the `span_store` view over the listing table.
+fn span_store_view() -> String {
     let partitions = partition_cols();
     let names: Vec<&str> = partitions.iter().map(|(n, _)| n.as_str()).collect();
     format!(
-        "CREATE VIEW spans AS SELECT {} FROM {SPAN_STORE} WHERE {predicate}",
+        "CREATE VIEW {SPAN_STORE} AS SELECT {} FROM {SPAN_FILES}",
         crate::span_store::view_columns(&names)
     )
 }
@@ -273,7 +282,7 @@ fn evals_view(opts: &CatalogOptions) -> String {
 SELECT eval_trace_id, eval_span_id, judged_trace_id, judged_span_id, metric, score, label,
   explanation, judge_model, run_id, judged_at, tenant
 FROM (
-  SELECT arrow_cast(trace_id, 'Utf8') AS eval_trace_id, span_id AS eval_span_id,
+  SELECT trace_id AS eval_trace_id, span_id AS eval_span_id,
     links[1]['trace_id'] AS judged_trace_id, links[1]['span_id'] AS judged_span_id,
     attributes['gen_ai.evaluation.name'] AS metric,
     try_cast(attributes['gen_ai.evaluation.score.value'] AS DOUBLE) AS score,
@@ -460,7 +469,7 @@ impl Catalog {
                 .with_schema(crate::span_store::read_schema()),
         )?;
         ctx.register_table(
-            SPAN_STORE,
+            SPAN_FILES,
             Arc::new(crate::span_store::SpanStore::new(table)),
         )?;
         ctx.register_udf(cost_udf(opts.prices.clone()));
@@ -469,6 +478,7 @@ impl Catalog {
         ctx.register_udf(crate::usage::usage_totals_udf(opts.prices.clone()));
         ctx.register_udaf(crate::earliest::earliest_value_udaf());
         for sql in [
+            span_store_view(),
             spans_view(&opts),
             LLM_USAGE_VIEW.replace("USAGE_SPAN", USAGE_SPAN),
             TRACE_USAGE_VIEW.replace("USAGE_SPAN", USAGE_SPAN),

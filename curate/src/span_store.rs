@@ -15,9 +15,9 @@
 //! 643k (BENCHMARKS.md, 2026-12-07). Scans that keep every row pay about what they did: the
 //! view's cast copies the same strings the reader used to.
 //!
-//! The `spans` view casts these columns back to `Utf8` ([`view_columns`]), so users and the
-//! other views see strings; DataFusion unwraps that cast in comparisons with literals, so
-//! filters still run on the dictionary.
+//! The catalog's `span_store` view, which every other view reads, casts these columns back to
+//! `Utf8` ([`view_columns`]), so users and the views see strings; DataFusion unwraps that cast
+//! in comparisons with literals, so filters still run on the dictionary.
 
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
@@ -75,8 +75,8 @@ pub fn read_schema() -> SchemaRef {
     READ_SCHEMA.clone()
 }
 
-/// The select list of the `spans` view over this table: every file column, the dictionary
-/// ones cast back to strings, then `partition_cols`.
+/// The select list of the catalog's `span_store` view over this table: every file column,
+/// the dictionary ones cast back to strings, then `partition_cols`.
 pub fn view_columns(partition_cols: &[&str]) -> String {
     span_schema()
         .fields()
@@ -94,8 +94,8 @@ pub fn view_columns(partition_cols: &[&str]) -> String {
         .join(", ")
 }
 
-/// The listing table, whose scans read through [`DictionaryHint`]. Views over it cast
-/// [`DICTIONARY_COLUMNS`] back to strings ([`view_columns`]; `evals` its `trace_id`).
+/// The listing table, whose scans read through [`DictionaryHint`]. The catalog's
+/// `span_store` view over it casts [`DICTIONARY_COLUMNS`] back to strings ([`view_columns`]).
 #[derive(Debug)]
 pub struct SpanStore {
     listing: ListingTable,
@@ -358,7 +358,7 @@ mod tests {
             .sql(
                 "SELECT DISTINCT data_type FROM information_schema.columns \
                  WHERE column_name IN ('status_code', 'trace_id', 'eval_trace_id', 'judged_trace_id') \
-                 AND table_name <> 'span_store'",
+                 AND table_name <> 'span_files'",
             )
             .await?
             .collect()
