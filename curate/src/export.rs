@@ -918,7 +918,8 @@ mod join_sides {
                 ]
             })
             .collect();
-        crate::test_store::write(dir, spans)
+        crate::test_store::write(dir, spans)?;
+        Ok(())
     }
 
     #[tokio::test]

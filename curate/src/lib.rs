@@ -401,11 +401,11 @@ pub(crate) mod test_store {
     use schemas::opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     /// Writes `spans` (one resource, one scope) into the store at `dir` as ingest would: one
-    /// span file per partition, with ingest's converter and writer.
+    /// span file per partition, with ingest's converter and writer. Returns the files' paths.
     pub fn write(
         dir: &std::path::Path,
         spans: Vec<Span>,
-    ) -> Result<(), Box<dyn std::error::Error>> {
+    ) -> Result<Vec<std::path::PathBuf>, Box<dyn std::error::Error>> {
         let request = [ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans,
@@ -413,11 +413,13 @@ pub(crate) mod test_store {
             }],
             ..Default::default()
         }];
+        let mut files = Vec::new();
         for (partition, batch) in schemas::convert::to_record_batches("default", &request)? {
             let path = dir.join(partition.file_path("01JTEST0000000000000000000"));
             std::fs::create_dir_all(path.parent().ok_or("no parent")?)?;
-            std::fs::write(path, schemas::parquet_file::write_span_file(&[batch])?)?;
+            std::fs::write(&path, schemas::parquet_file::write_span_file(&[batch])?)?;
+            files.push(path);
         }
-        Ok(())
+        Ok(files)
     }
 }

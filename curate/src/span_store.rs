@@ -279,6 +279,7 @@ impl TableProvider for SpanStore {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
     use std::sync::Arc;
 
     use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -292,8 +293,8 @@ mod tests {
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
     /// A store of 30 spans as ingest writes them: status ERROR for every third, OK for every
-    /// fifth of the others, UNSET for the rest.
-    fn store(dir: &std::path::Path) -> TestResult {
+    /// fifth of the others, UNSET for the rest. Returns its files.
+    fn store(dir: &std::path::Path) -> Result<Vec<PathBuf>, Box<dyn std::error::Error>> {
         let start = 1_772_000_000_000_000_000u64;
         let spans = (0u8..30)
             .map(|n| Span {
@@ -421,8 +422,8 @@ mod tests {
         use datafusion::parquet::file::metadata::ParquetMetaDataReader;
 
         let dir = tempfile::tempdir()?;
-        store(dir.path())?;
-        let file = walk(dir.path()).ok_or("no file written")?;
+        let files = store(dir.path())?;
+        let file = files.first().ok_or("no file written")?;
         let metadata = ParquetMetaDataReader::new()
             .parse_and_finish(&bytes::Bytes::from(std::fs::read(file)?))?;
         let read = |m| ArrowReaderMetadata::try_new(m, ArrowReaderOptions::new());
@@ -437,19 +438,5 @@ mod tests {
             ));
         }
         Ok(())
-    }
-
-    fn walk(dir: &std::path::Path) -> Option<std::path::PathBuf> {
-        for entry in std::fs::read_dir(dir).ok()?.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                if let Some(found) = walk(&path) {
-                    return Some(found);
-                }
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                return Some(path);
-            }
-        }
-        None
     }
 }
