@@ -122,10 +122,10 @@ CREATE VIEW traces AS
 WITH agg AS (
   SELECT trace_id, min(start_time) AS start_time, max(end_time) AS end_time, count(*) AS span_count,
     bool_or(status_code = 'ERROR') AS has_error, max(session_id) AS session_id,
-    first(name ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_name,
-    first(start_time ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_start,
-    first(end_time ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_end,
-    first(duration_ns ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_duration_ns
+    first(name ORDER BY start_time, duration_ns DESC, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_name,
+    min(start_time) FILTER (WHERE parent_span_id IS NULL) AS root_start,
+    first(end_time ORDER BY start_time, duration_ns DESC) FILTER (WHERE parent_span_id IS NULL) AS root_end,
+    first(duration_ns ORDER BY start_time, duration_ns DESC) FILTER (WHERE parent_span_id IS NULL) AS root_duration_ns
   FROM spans GROUP BY trace_id)
 SELECT a.trace_id, a.root_name, coalesce(a.root_start, a.start_time) AS root_start,
   coalesce(a.root_end, a.end_time) AS root_end,

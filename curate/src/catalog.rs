@@ -218,12 +218,15 @@ FROM (
   GROUP BY trace_id
 )";
 
-/// The root of a trace is its earliest span without a parent (ties broken by span id); a
-/// trace whose root has not arrived takes its span extent instead. One aggregation over the
-/// spans computes the root and the trace's totals together: a window over the roots joined
-/// back to the per-trace aggregate cost twice as much (measured on a 1M-span store). The root's
-/// fields come from `earliest_value` (crate::earliest), `first_value(... ORDER BY start_time,
-/// span_id)` without its per-group `ScalarValue` orderings.
+/// The root of a trace is its earliest span without a parent; of roots that start at the
+/// same instant, the longest, then the one with the smallest span id. A trace whose root has
+/// not arrived takes its span extent instead. One aggregation over the spans computes the root
+/// and the trace's totals together: a window over the roots joined back to the per-trace
+/// aggregate cost twice as much (measured on a 1M-span store). The root's fields come from
+/// `earliest_value` (crate::earliest), `first_value(... ORDER BY start_time, duration_ns DESC,
+/// span_id)` without its per-group `ScalarValue` orderings. The root's start, end and duration
+/// are the same for every root that ties on start and duration, so they are taken without the
+/// span ids: a query of root durations (`slow`) does not read that column.
 ///
 /// `scores`: per (trace, metric) the latest score span wins (by its start, then span id); a
 /// trace judged per LLM call takes the latest over all its spans. The map's keys are in
@@ -235,12 +238,12 @@ WITH agg AS (
   SELECT trace_id, max(tenant) AS tenant, min(start_time) AS start_time, max(end_time) AS end_time,
     count(*) AS span_count, bool_or(status_code = 'ERROR') AS has_error,
     max(session_id) AS session_id, max(user_id) AS user_id,
-    earliest_value(span_id, start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_span_id,
-    earliest_value(name, start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_name,
-    earliest_value(service_name, start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_service,
-    earliest_value(start_time, start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_start,
-    earliest_value(end_time, start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_end,
-    earliest_value(duration_ns, start_time, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_duration_ns
+    earliest_value(span_id, start_time, duration_ns, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_span_id,
+    earliest_value(name, start_time, duration_ns, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_name,
+    earliest_value(service_name, start_time, duration_ns, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_service,
+    min(start_time) FILTER (WHERE parent_span_id IS NULL) AS root_start,
+    earliest_value(end_time, start_time, duration_ns) FILTER (WHERE parent_span_id IS NULL) AS root_end,
+    earliest_value(duration_ns, start_time, duration_ns) FILTER (WHERE parent_span_id IS NULL) AS root_duration_ns
   FROM spans GROUP BY trace_id
 ),
 latest AS (
@@ -508,5 +511,63 @@ mod tests {
                 .skip_partial_aggregation_probe_ratio_threshold,
             0.1
         );
+    }
+
+    /// A trace's root among parentless spans that start together: the longest, then the
+    /// smallest span id; its start, end and duration come with it.
+    #[tokio::test]
+    async fn roots_that_start_together_go_to_the_longest_then_the_smallest_id()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use datafusion::arrow::util::pretty::pretty_format_batches;
+        use schemas::opentelemetry_proto::tonic::trace::v1::Span;
+        let t0 = 1_772_000_000_000_000_000u64;
+        let span = |trace: u8, id: u8, parent: Option<u8>, name: &str, start: u64, ms: u64| Span {
+            trace_id: vec![trace; 16],
+            span_id: vec![id; 8],
+            parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+            name: name.into(),
+            start_time_unix_nano: t0 + start,
+            end_time_unix_nano: t0 + start + ms * 1_000_000,
+            ..Default::default()
+        };
+        let spans = vec![
+            // Trace 1: two roots at t0, the longer has the larger span id; a later, longer root.
+            span(1, 0x01, None, "short", 0, 1_000),
+            span(1, 0x02, None, "long", 0, 3_000),
+            span(1, 0x03, None, "later", 5, 9_000),
+            span(1, 0x04, Some(0x02), "child", 10, 1),
+            // Trace 2: two roots alike in start and duration: the smaller span id.
+            span(2, 0x06, None, "six", 0, 2_000),
+            span(2, 0x05, None, "five", 0, 2_000),
+        ];
+        let dir = tempfile::tempdir()?;
+        crate::test_store::write(dir.path(), spans)?;
+        let catalog = Catalog::open(
+            &dir.path().display().to_string(),
+            CatalogOptions {
+                window: Window::ALL,
+                tenant: None,
+                prices: Prices::default_table()?,
+            },
+        )
+        .await?;
+        let rows = catalog
+            .ctx
+            .sql(
+                "SELECT root_span_id, root_name, root_duration_ns, \
+                   arrow_cast(root_end, 'Int64') - arrow_cast(root_start, 'Int64') AS extent \
+                 FROM traces ORDER BY trace_id",
+            )
+            .await?
+            .collect()
+            .await?;
+        let rows = pretty_format_batches(&rows)?.to_string();
+        for row in [
+            "| 0202020202020202 | long      | 3000000000       | 3000000000 |",
+            "| 0505050505050505 | five      | 2000000000       | 2000000000 |",
+        ] {
+            assert!(rows.contains(row), "{row} not in\n{rows}");
+        }
+        Ok(())
     }
 }

@@ -1,17 +1,26 @@
-//! `earliest_value(value, start_time, span_id)`: per group, the value of the row that sorts
-//! first by (start_time, span_id); with `FILTER (WHERE parent_span_id IS NULL)` a trace's root
-//! span. It is `first_value(value ORDER BY start_time, span_id)` kept as one i64 and one
+//! `earliest_value(value, start_time, duration_ns[, span_id])`: per group, the value of the row
+//! that sorts first by start time, then by the longest duration, then (given) by the smallest
+//! span id; with `FILTER (WHERE parent_span_id IS NULL)` a trace's root span. It is
+//! `first_value(value ORDER BY start_time, duration_ns DESC, span_id)` kept as two i64 and one
 //! string per group: DataFusion's ordered `first_value` keeps each group's ordering as
 //! `ScalarValue`s and looks at every group on every batch, a quarter of the `slow` rule's time
 //! on a 1M-span store (BENCHMARKS.md, 2026-12-05).
 //!
+//! Without `span_id` the rows that tie on start and duration tie on every value those two
+//! determine (start, end, duration), so the root's duration is exact without the span ids:
+//! reading that column (unique, the largest the `slow` rule touched) for every span only to
+//! break ties was a third of the rule's CPU (BENCHMARKS.md, 2026-12-07).
+//!
 //! Values are strings (returned as `Utf8`) or 64-bit integers and timestamps (returned as
 //! their own type). A group without a row (every row filtered out) is null.
 
+use std::cmp::Reverse;
 use std::mem::size_of;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArray, new_null_array,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -25,7 +34,7 @@ const NAME: &str = "earliest_value";
 /// The UDAF, to register on a session.
 pub fn earliest_value_udaf() -> AggregateUDF {
     AggregateUDF::new_from_impl(EarliestValue {
-        signature: Signature::any(3, Volatility::Immutable),
+        signature: Signature::variadic_any(Volatility::Immutable),
     })
 }
 
@@ -70,42 +79,46 @@ impl AggregateUDFImpl for EarliestValue {
     }
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
-        match args {
-            [value, start, span_id] => {
-                if kind_of(start)? != Kind::Int {
-                    return exec_err!("{NAME}: start_time must be a timestamp, not {start}");
-                }
-                if kind_of(span_id)? != Kind::Text {
-                    return exec_err!("{NAME}: span_id must be a string, not {span_id}");
-                }
-                returned(value)
+        let (value, start, duration, span_id) = match args {
+            [v, s, d] => (v, s, d, None),
+            [v, s, d, id] => (v, s, d, Some(id)),
+            _ => {
+                return exec_err!(
+                    "{NAME}(value, start_time, duration_ns[, span_id]) takes 3 or 4 arguments"
+                );
             }
-            _ => exec_err!("{NAME}(value, start_time, span_id) takes 3 arguments"),
+        };
+        if kind_of(start)? != Kind::Int {
+            return exec_err!("{NAME}: start_time must be a timestamp, not {start}");
         }
+        if kind_of(duration)? != Kind::Int {
+            return exec_err!("{NAME}: duration_ns must be an integer, not {duration}");
+        }
+        if let Some(id) = span_id
+            && kind_of(id)? != Kind::Text
+        {
+            return exec_err!("{NAME}: span_id must be a string, not {id}");
+        }
+        returned(value)
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let field = |part: &str, t: DataType| {
+            Arc::new(Field::new(format!("{}[{part}]", args.name), t, true))
+        };
         Ok(vec![
-            Arc::new(Field::new(
-                format!("{}[value]", args.name),
-                args.return_type().clone(),
-                true,
-            )),
-            Arc::new(Field::new(
-                format!("{}[start]", args.name),
-                DataType::Int64,
-                true,
-            )),
-            Arc::new(Field::new(
-                format!("{}[span_id]", args.name),
-                DataType::Utf8,
-                true,
-            )),
+            field("value", args.return_type().clone()),
+            field("start", DataType::Int64),
+            field("duration", DataType::Int64),
+            field("span_id", DataType::Utf8),
         ])
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(OneGroup(Earliest::new(args.return_type())?)))
+        Ok(Box::new(OneGroup(Earliest::new(
+            args.return_type(),
+            args.exprs.len() == 4,
+        )?)))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -116,7 +129,10 @@ impl AggregateUDFImpl for EarliestValue {
         &self,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(Earliest::new(args.return_type())?))
+        Ok(Box::new(Earliest::new(
+            args.return_type(),
+            args.exprs.len() == 4,
+        )?))
     }
 }
 
@@ -143,24 +159,30 @@ fn as_int(a: &ArrayRef) -> Result<Int64Array> {
         .clone())
 }
 
-/// Per group: the ordering key of the row kept so far (start in ns, span id) and its value.
+/// A row's place in the order: start, duration, span id ("" without one).
+type Key = (i64, i64, String);
+
+/// Per group: the key of the row kept so far and its value.
 #[derive(Debug)]
 struct Earliest {
     out: DataType,
-    keys: Vec<Option<(i64, String)>>,
+    /// Whether span ids break ties (the four-argument form).
+    by_id: bool,
+    keys: Vec<Option<Key>>,
     values: Values,
     /// Bytes of the strings held, for `size`.
     heap: usize,
 }
 
 impl Earliest {
-    fn new(out: &DataType) -> Result<Self> {
+    fn new(out: &DataType, by_id: bool) -> Result<Self> {
         let values = match kind_of(out)? {
             Kind::Text => Values::Text(Vec::new()),
             Kind::Int => Values::Int(Vec::new()),
         };
         Ok(Self {
             out: out.clone(),
+            by_id,
             keys: Vec::new(),
             values,
             heap: 0,
@@ -184,6 +206,15 @@ impl Earliest {
         }
     }
 
+    /// The span id column of arguments or states, when ids break ties.
+    fn span_ids(&self, columns: &[ArrayRef]) -> Result<Option<StringArray>> {
+        match (self.by_id, columns.get(3)) {
+            (false, _) => Ok(None),
+            (true, Some(ids)) => Ok(Some(as_text(ids)?)),
+            (true, None) => exec_err!("{NAME}: the span id column is missing"),
+        }
+    }
+
     /// Offers every row (that the filter keeps) to its group: rows of `update_batch` and
     /// partial states of `merge_batch` alike (a state without a row has a null start).
     fn offer(
@@ -193,30 +224,40 @@ impl Earliest {
         filter: Option<&BooleanArray>,
         total: usize,
     ) -> Result<()> {
-        let [value, start, span_id] = columns else {
-            return exec_err!("{NAME}: expected 3 columns, got {}", columns.len());
+        let [value, start, duration, ..] = columns else {
+            return exec_err!("{NAME}: expected 3 or 4 columns, got {}", columns.len());
         };
         self.resize(total);
         let value = self.input(value)?;
-        let (start, span_id) = (as_int(start)?, as_text(span_id)?);
+        let (start, duration) = (as_int(start)?, as_int(duration)?);
+        let ids = self.span_ids(columns)?;
         for (row, &g) in groups.iter().enumerate() {
             if filter.is_some_and(|f| !f.is_valid(row) || !f.value(row))
                 || start.is_null(row)
-                || span_id.is_null(row)
+                || ids.as_ref().is_some_and(|ids| ids.is_null(row))
             {
                 continue;
             }
-            let (s, id) = (start.value(row), span_id.value(row));
+            // A row without a duration sorts after those with one that start with it.
+            let d = if duration.is_valid(row) {
+                duration.value(row)
+            } else {
+                i64::MIN
+            };
+            let s = start.value(row);
+            let id = ids.as_ref().map_or("", |ids| ids.value(row));
             match &mut self.keys[g] {
-                Some((ks, kid)) if (*ks, kid.as_str()) <= (s, id) => continue,
-                Some((ks, kid)) => {
-                    *ks = s;
+                Some((ks, kd, kid)) if (*ks, Reverse(*kd), kid.as_str()) <= (s, Reverse(d), id) => {
+                    continue;
+                }
+                Some((ks, kd, kid)) => {
+                    (*ks, *kd) = (s, d);
                     kid.clear();
                     kid.push_str(id);
                 }
                 slot => {
                     self.heap += id.len();
-                    *slot = Some((s, id.to_owned()));
+                    *slot = Some((s, d, id.to_owned()));
                 }
             }
             match (&mut self.values, &value) {
@@ -247,22 +288,29 @@ impl Earliest {
     }
 
     /// Removes the emitted groups' keys (`heap` only over-counts after `EmitTo::First`).
-    fn take_keys(&mut self, emit: EmitTo) -> Vec<Option<(i64, String)>> {
+    fn take_keys(&mut self, emit: EmitTo) -> Vec<Option<Key>> {
         if emit == EmitTo::All {
             self.heap = 0;
         }
         emit.take_needed(&mut self.keys)
     }
 
-    /// The emitted groups' keys as the state columns (start, span id).
-    fn take_key_columns(&mut self, emit: EmitTo) -> (Int64Array, StringArray) {
+    /// The emitted groups' keys as the state columns (start, duration, span id: null
+    /// without ids).
+    fn take_key_columns(&mut self, emit: EmitTo) -> [ArrayRef; 3] {
         let keys = self.take_keys(emit);
-        let starts = keys.iter().map(|k| k.as_ref().map(|(s, _)| *s)).collect();
-        let ids = keys
-            .iter()
-            .map(|k| k.as_ref().map(|(_, id)| id.as_str()))
-            .collect();
-        (starts, ids)
+        let starts: Int64Array = keys.iter().map(|k| k.as_ref().map(|k| k.0)).collect();
+        let durations: Int64Array = keys.iter().map(|k| k.as_ref().map(|k| k.1)).collect();
+        let ids: ArrayRef = if self.by_id {
+            Arc::new(
+                keys.iter()
+                    .map(|k| k.as_ref().map(|k| k.2.as_str()))
+                    .collect::<StringArray>(),
+            )
+        } else {
+            new_null_array(&DataType::Utf8, keys.len())
+        };
+        [Arc::new(starts), Arc::new(durations), ids]
     }
 }
 
@@ -292,12 +340,8 @@ impl GroupsAccumulator for Earliest {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let (starts, ids) = self.take_key_columns(emit_to);
-        Ok(vec![
-            self.take_values(emit_to)?,
-            Arc::new(starts),
-            Arc::new(ids),
-        ])
+        let [starts, durations, ids] = self.take_key_columns(emit_to);
+        Ok(vec![self.take_values(emit_to)?, starts, durations, ids])
     }
 
     fn convert_to_state(
@@ -305,18 +349,23 @@ impl GroupsAccumulator for Earliest {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let [value, start, span_id] = values else {
-            return exec_err!("{NAME}: expected 3 columns, got {}", values.len());
+        let [value, start, duration, ..] = values else {
+            return exec_err!("{NAME}: expected 3 or 4 columns, got {}", values.len());
         };
         let start = as_int(start)?;
         let kept = |row: usize| opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
         let start: Int64Array = (0..start.len())
             .map(|row| (kept(row) && start.is_valid(row)).then(|| start.value(row)))
             .collect();
+        let ids: ArrayRef = match self.span_ids(values)? {
+            Some(ids) => Arc::new(ids),
+            None => new_null_array(&DataType::Utf8, start.len()),
+        };
         Ok(vec![
             cast(value, &self.out)?,
             Arc::new(start),
-            Arc::new(as_text(span_id)?),
+            Arc::new(as_int(duration)?),
+            ids,
         ])
     }
 
@@ -325,7 +374,7 @@ impl GroupsAccumulator for Earliest {
             Values::Text(v) => v.capacity() * size_of::<Option<String>>(),
             Values::Int(v) => v.capacity() * size_of::<Option<i64>>(),
         };
-        self.keys.capacity() * size_of::<Option<(i64, String)>>() + values + self.heap
+        self.keys.capacity() * size_of::<Option<Key>>() + values + self.heap
     }
 }
 
@@ -380,7 +429,8 @@ mod tests {
     use datafusion::prelude::{SessionConfig, SessionContext};
 
     /// Spans of 40 traces over 3 partitions of 4 batches: starts collide (ties go to the
-    /// span id), some roots have a null name, some traces have no root, one has two.
+    /// longest, then to the span id), some roots have a null name, some traces have no root,
+    /// one has two.
     fn batch(seed: u64) -> Result<RecordBatch> {
         let mut x = seed;
         let mut next = move |m: u64| {
@@ -432,21 +482,25 @@ mod tests {
     }
 
     async fn run(ctx: &SessionContext, f: &str) -> Result<String> {
-        let root = |v: &str| match f {
+        // The span id is only needed for values the start and duration do not determine.
+        let root = |v: &str, by_id: bool| match f {
             "first_value" => format!(
-                "first_value({v} ORDER BY start_time, span_id) FILTER (WHERE parent_span_id IS NULL)"
+                "first_value({v} ORDER BY start_time, duration_ns DESC, span_id) \
+                 FILTER (WHERE parent_span_id IS NULL)"
             ),
             _ => format!(
-                "earliest_value({v}, start_time, span_id) FILTER (WHERE parent_span_id IS NULL)"
+                "earliest_value({v}, start_time, duration_ns{}) \
+                 FILTER (WHERE parent_span_id IS NULL)",
+                if by_id { ", span_id" } else { "" }
             ),
         };
         let sql = format!(
             "SELECT trace_id, {} AS span_id, {} AS name, {} AS duration_ns, {} AS start_time \
              FROM spans GROUP BY trace_id ORDER BY trace_id",
-            root("span_id"),
-            root("name"),
-            root("duration_ns"),
-            root("start_time")
+            root("span_id", true),
+            root("name", true),
+            root("duration_ns", false),
+            root("start_time", false)
         );
         let batches = ctx.sql(&sql).await?.collect().await?;
         Ok(pretty_format_batches(&batches)?.to_string())
@@ -496,14 +550,17 @@ mod tests {
         // without GROUP BY (the row accumulator) agrees too.
         let checks = ctx
             .sql(
-                "SELECT (SELECT count(*) FROM (SELECT earliest_value(span_id, start_time, span_id) \
+                "SELECT (SELECT count(*) FROM (SELECT earliest_value(span_id, start_time, duration_ns, span_id) \
                    FILTER (WHERE parent_span_id IS NULL) AS r FROM spans GROUP BY trace_id) WHERE r IS NULL) AS rootless,
-                   (SELECT count(*) FROM (SELECT earliest_value(span_id, start_time, span_id) \
-                   FILTER (WHERE parent_span_id IS NULL) AS r, earliest_value(name, start_time, span_id) \
+                   (SELECT count(*) FROM (SELECT earliest_value(span_id, start_time, duration_ns, span_id) \
+                   FILTER (WHERE parent_span_id IS NULL) AS r, earliest_value(name, start_time, duration_ns, span_id) \
                    FILTER (WHERE parent_span_id IS NULL) AS n FROM spans GROUP BY trace_id) \
                    WHERE r IS NOT NULL AND n IS NULL) AS nameless,
-                   (SELECT earliest_value(name, start_time, span_id) IS NOT DISTINCT FROM \
-                   first_value(name ORDER BY start_time, span_id) FROM spans) AS whole",
+                   (SELECT earliest_value(name, start_time, duration_ns, span_id) IS NOT DISTINCT FROM \
+                   first_value(name ORDER BY start_time, duration_ns DESC, span_id) FROM spans) AS whole,
+                   (SELECT count(*) FROM (SELECT min(start_time) AS s, max(start_time) AS l FROM spans \
+                   WHERE parent_span_id IS NULL GROUP BY trace_id, start_time \
+                   HAVING count(DISTINCT duration_ns) > 1)) AS ties",
             )
             .await?
             .collect()
@@ -517,7 +574,7 @@ mod tests {
             .map(str::trim)
             .collect();
         assert!(
-            row.len() == 5 && row[1] != "0" && row[2] != "0" && row[3] == "true",
+            row.len() == 6 && row[1] != "0" && row[2] != "0" && row[3] == "true" && row[4] != "0",
             "{checks}"
         );
         Ok(())
@@ -527,7 +584,7 @@ mod tests {
     async fn unsupported_types_are_named() -> Result<()> {
         let ctx = context(false)?;
         let err = ctx
-            .sql("SELECT earliest_value(1.5, start_time, span_id) FROM spans")
+            .sql("SELECT earliest_value(1.5, start_time, duration_ns) FROM spans")
             .await
             .err()
             .map(|e| e.to_string())
@@ -536,6 +593,24 @@ mod tests {
             err.contains("values of type Float64 are not supported"),
             "{err}"
         );
+        for (sql, want) in [
+            (
+                "SELECT earliest_value(name, start_time, span_id) FROM spans",
+                "duration_ns must be an integer, not Utf8",
+            ),
+            (
+                "SELECT earliest_value(name, start_time) FROM spans",
+                "takes 3 or 4 arguments",
+            ),
+        ] {
+            let err = ctx
+                .sql(sql)
+                .await
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(want), "{sql}: {err}");
+        }
         Ok(())
     }
 }
