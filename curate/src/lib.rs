@@ -328,7 +328,7 @@ pub async fn export_dataset(
     ) {
         progress.set_style(style);
     }
-    let phase = Instant::now();
+    let mut phase = Instant::now();
     let per_rule = select::run_rules(&catalog, &queries, |rule| {
         progress.set_message(format!("rule {rule} over {} files", files.len()));
         progress.inc(1);
@@ -341,12 +341,7 @@ pub async fn export_dataset(
     progress.set_message(format!("settling {} selected traces", combined.len()));
     progress.inc(1);
     select::register_selected(&catalog, &combined)?;
-    tracing::debug!(
-        ms = phase.elapsed().as_millis() as u64,
-        selected = combined.len(),
-        "rules ran"
-    );
-    let phase = Instant::now();
+    tracing::debug!(ms = lap(&mut phase), selected = combined.len(), "rules ran");
     let mut eligible = format!("t.end_time <= {}", sql_time(now - settle));
     if let Some(ts) = &trace_starts {
         eligible.push_str(&format!(
@@ -358,28 +353,22 @@ pub async fn export_dataset(
     let settled = export::selected_traces(&catalog, &eligible).await?;
     let not_settled = combined.len() - settled.len();
     tracing::debug!(
-        ms = phase.elapsed().as_millis() as u64,
+        ms = lap(&mut phase),
         settled = settled.len(),
         "selected traces settled"
     );
-    let phase = Instant::now();
     let traces = select::sample_and_limit(settled, args.sample, args.seed, args.limit);
     progress.set_message(format!("exporting {} traces", traces.len()));
     progress.inc(1);
     let mut dataset = manifest::DatasetWriter::create(&out)?;
     let exported = export::export(&catalog, &traces, args.format, args.per, &mut dataset).await?;
     let lines = dataset.lines();
-    tracing::debug!(
-        ms = phase.elapsed().as_millis() as u64,
-        lines,
-        "dataset written"
-    );
-    let phase = Instant::now();
+    tracing::debug!(ms = lap(&mut phase), lines, "dataset written");
     let written = dataset.finish()?;
     progress.finish_and_clear();
     let scanned = scanned_traces(&catalog).await?;
     tracing::debug!(
-        ms = phase.elapsed().as_millis() as u64,
+        ms = lap(&mut phase),
         scanned,
         "traces in the window counted"
     );
@@ -401,6 +390,13 @@ pub async fn export_dataset(
     };
     manifest::write_manifest(&written, args, &queries, window, now, &summary, files)?;
     Ok(summary)
+}
+
+/// Milliseconds since `since`, which then restarts: the time of one phase of an export.
+fn lap(since: &mut Instant) -> u64 {
+    let ms = since.elapsed().as_millis() as u64;
+    *since = Instant::now();
+    ms
 }
 
 async fn scanned_traces(catalog: &Catalog) -> Result<u64, CurateError> {
