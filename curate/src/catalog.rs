@@ -542,15 +542,7 @@ mod tests {
         ];
         let dir = tempfile::tempdir()?;
         crate::test_store::write(dir.path(), spans)?;
-        let catalog = Catalog::open(
-            &dir.path().display().to_string(),
-            CatalogOptions {
-                window: Window::ALL,
-                tenant: None,
-                prices: Prices::default_table()?,
-            },
-        )
-        .await?;
+        let catalog = crate::test_store::open(dir.path()).await?;
         let rows = catalog
             .ctx
             .sql(

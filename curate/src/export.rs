@@ -871,8 +871,6 @@ mod join_sides {
     use schemas::opentelemetry_proto::tonic::trace::v1::Span;
 
     use super::*;
-    use crate::catalog::CatalogOptions;
-    use crate::window::Window;
 
     fn text(key: &str, value: &str) -> KeyValue {
         KeyValue {
@@ -926,15 +924,7 @@ mod join_sides {
     async fn hold_the_selected_traces_not_the_store() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         store(dir.path())?;
-        let catalog = Catalog::open(
-            &dir.path().display().to_string(),
-            CatalogOptions {
-                window: Window::ALL,
-                tenant: None,
-                prices: schemas::prices::Prices::default_table()?,
-            },
-        )
-        .await?;
+        let catalog = crate::test_store::open(dir.path()).await?;
         // As many selected traces as the export that failed; the store has 40 of them.
         let ids: Vec<String> = (1..=50_000u32).map(|n| format!("{n:032x}")).collect();
         register_order(&catalog, ids.iter().map(String::as_str))?;

@@ -442,4 +442,19 @@ pub(crate) mod test_store {
         }
         Ok(files)
     }
+
+    /// The catalog of the store at `dir` over all time, with the built-in prices.
+    pub async fn open(
+        dir: &std::path::Path,
+    ) -> Result<crate::catalog::Catalog, Box<dyn std::error::Error>> {
+        Ok(crate::catalog::Catalog::open(
+            &dir.display().to_string(),
+            crate::catalog::CatalogOptions {
+                window: crate::window::Window::ALL,
+                tenant: None,
+                prices: schemas::prices::Prices::default_table()?,
+            },
+        )
+        .await?)
+    }
 }

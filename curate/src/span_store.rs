@@ -286,8 +286,6 @@ mod tests {
     use schemas::opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
     use super::{read_schema, span_schema};
-    use crate::catalog::{Catalog, CatalogOptions};
-    use crate::window::Window;
     use datafusion::arrow::datatypes::DataType;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -319,23 +317,11 @@ mod tests {
         crate::test_store::write(dir, spans)
     }
 
-    async fn open(dir: &std::path::Path) -> Result<Catalog, Box<dyn std::error::Error>> {
-        Ok(Catalog::open(
-            &dir.display().to_string(),
-            CatalogOptions {
-                window: Window::ALL,
-                tenant: None,
-                prices: schemas::prices::Prices::default_table()?,
-            },
-        )
-        .await?)
-    }
-
     #[tokio::test]
     async fn status_is_a_string_to_users_and_filtered_as_a_dictionary() -> TestResult {
         let dir = tempfile::tempdir()?;
         store(dir.path())?;
-        let catalog = open(dir.path()).await?;
+        let catalog = crate::test_store::open(dir.path()).await?;
         let counts = catalog
             .ctx
             .sql(
@@ -403,7 +389,7 @@ mod tests {
         let mut writer = ArrowWriter::try_new(std::fs::File::create(&path)?, other.schema(), None)?;
         writer.write(&other)?;
         writer.close()?;
-        let catalog = open(dir.path()).await?;
+        let catalog = crate::test_store::open(dir.path()).await?;
         let traces = catalog
             .ctx
             .sql("SELECT DISTINCT trace_id FROM spans WHERE status_code = 'ERROR'")
