@@ -107,7 +107,7 @@ pub fn locate(store: &str) -> Result<StoreLocation, CurateError> {
     Ok(StoreLocation {
         spans_url: format!("file://{}/", spans.display()),
         base: Url::parse("file:///").map_err(|e| CurateError::BadArgs(e.to_string()))?,
-        store: Arc::new(local),
+        store: Arc::new(crate::local_store::InlineLocal::new(local)),
         spans_prefix,
     })
 }
