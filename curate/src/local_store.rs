@@ -8,8 +8,11 @@
 //! rather than to reading (futex and scheduler ~25% of `errors` on the 360-file bench store,
 //! BENCHMARKS.md, 2026-12-07 ninth session). Reads of local files are page-cache copies, so
 //! [`InlineLocal`] does ranged reads and `get`s in the task that asks, as DuckDB reads on its
-//! worker threads. Everything else, and any read that fails (so that errors are the ones
-//! `LocalFileSystem` gives), goes to `LocalFileSystem` itself.
+//! worker threads. Reads of more than [`INLINE_BYTES`] (a whole large file, as compaction
+//! reads its sources) still go to the pool, where the hand-off is small next to the copy
+//! and the task's worker thread is not held for long. Everything else, and any read that
+//! fails (so that errors are the ones `LocalFileSystem` gives), goes to `LocalFileSystem`
+//! itself.
 
 use std::fs::{File, Metadata};
 use std::ops::Range;
@@ -27,15 +30,26 @@ use object_store::{
     ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
 
+/// Most bytes one call reads inline: ~1-3 ms of page-cache copying. A query's footer and
+/// column-chunk reads are far smaller.
+pub const INLINE_BYTES: u64 = 16 << 20;
+
 /// `LocalFileSystem` with ranged reads and `get`s done inline (see the module docs).
 #[derive(Debug)]
 pub struct InlineLocal {
     inner: LocalFileSystem,
+    /// Most bytes a call reads inline.
+    limit: u64,
 }
 
 impl InlineLocal {
     pub fn new(inner: LocalFileSystem) -> Self {
-        Self { inner }
+        Self::with_limit(inner, INLINE_BYTES)
+    }
+
+    /// Reads of at most `limit` bytes per call inline, larger ones on the blocking pool.
+    pub fn with_limit(inner: LocalFileSystem, limit: u64) -> Self {
+        Self { inner, limit }
     }
 
     fn open(&self, location: &ObjectPath) -> Option<File> {
@@ -61,6 +75,9 @@ impl InlineLocal {
             Some(r) => r.as_range(size).ok()?,
             None => 0..size,
         };
+        if range.end - range.start > self.limit {
+            return None;
+        }
         let bytes = read_range(&file, range.clone())?;
         Some(GetResult {
             payload: GetResultPayload::Stream(futures::stream::once(async { Ok(bytes) }).boxed()),
@@ -137,12 +154,16 @@ impl ObjectStore for InlineLocal {
         location: &ObjectPath,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        let inline = self.open(location).and_then(|file| {
-            ranges
-                .iter()
-                .map(|r| read_range(&file, r.clone()))
-                .collect::<Option<Vec<_>>>()
-        });
+        let bytes: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
+        let inline = (bytes <= self.limit)
+            .then(|| self.open(location))
+            .flatten()
+            .and_then(|file| {
+                ranges
+                    .iter()
+                    .map(|r| read_range(&file, r.clone()))
+                    .collect::<Option<Vec<_>>>()
+            });
         match inline {
             Some(bytes) => Ok(bytes),
             None => self.inner.get_ranges(location, ranges).await,
@@ -255,6 +276,30 @@ mod tests {
             assert_eq!(a.bytes().await?, b.bytes().await?, "{range:?}");
         }
         assert_eq!(inline.head(&at).await?, local.head(&at).await?);
+        Ok(())
+    }
+
+    /// Reads over the limit go to `LocalFileSystem` and read the same.
+    #[tokio::test]
+    async fn reads_over_the_limit_read_the_same() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let (_dir, at, _, local) = stores()?;
+        let small = InlineLocal::with_limit(LocalFileSystem::new(), 1_000);
+        for range in [0..999, 0..1_001, 0..10_000] {
+            assert_eq!(
+                small.get_range(&at, range.clone()).await?,
+                local.get_range(&at, range).await?
+            );
+        }
+        let ranges = [0..600, 1_000..1_600];
+        assert_eq!(
+            small.get_ranges(&at, &ranges).await?,
+            local.get_ranges(&at, &ranges).await?
+        );
+        assert_eq!(
+            small.get(&at).await?.bytes().await?,
+            local.get(&at).await?.bytes().await?
+        );
         Ok(())
     }
 
