@@ -17,8 +17,12 @@ lookup). RULES are the built-in rules' SQL with their defaults (curate/src/rules
 - DuckDB process: a fresh Python process that imports duckdb, connects, creates the views and
   runs the query (this script with --duckdb-count), so both sides pay a process start.
 
+- CPU: user+sys seconds of the curate process (process start included) against the CPU of
+  DuckDB's query in the open connection (its threads run in this process: `time.process_time`),
+  the least noisy comparison on a shared machine.
+
 Ratios: process/process (the whole-command comparison a user sees), query/query (the engines'
-work on the files). `--duckdb-start` is also printed: a DuckDB process that sets up the views
+work on the files), CPU/CPU. `--duckdb-start` is also printed: a DuckDB process that sets up the views
 and runs no rule, what the process figure adds to DuckDB's query. Checks both engines count
 the same traces. Needs the .venv (duckdb).
 """
@@ -26,6 +30,7 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 import time
@@ -178,19 +183,25 @@ def best_of(runs, fn):
 
 
 def duckdb_query(con, sql):
-    """(query seconds,), count in the open connection."""
-    t = time.perf_counter()
+    """(query seconds, query CPU seconds), count in the open connection."""
+    t, c = time.perf_counter(), time.process_time()
     n = con.execute(sql).fetchone()[0]
-    return (time.perf_counter() - t,), n
+    return (time.perf_counter() - t, time.process_time() - c), n
+
+
+def children_cpu():
+    """User+sys CPU seconds of this process's finished children."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def curate_run(curate, store, sql):
-    """(process seconds, query seconds from curate's own log line), count."""
+    """(process seconds, query seconds from curate's own log line, process CPU seconds), count."""
     env = dict(os.environ, RUST_LOG="curate=info")
-    t = time.perf_counter()
+    t, c = time.perf_counter(), children_cpu()
     out = subprocess.run([curate, "--store", str(store), "--all", "--sql", sql, "--json", "--log-format", "json"],
                          capture_output=True, text=True, check=True, env=env)
-    process = time.perf_counter() - t
+    process, cpu = time.perf_counter() - t, children_cpu() - c
     query = None
     for line in out.stderr.splitlines():
         try:
@@ -202,7 +213,7 @@ def curate_run(curate, store, sql):
             query = (f["open_ms"] + f["plan_ms"] + f["run_ms"]) / 1000
     if query is None:
         sys.exit(f"curate printed no query log line: {out.stderr[-2000:]}")
-    return (process, query), json.loads(out.stdout.splitlines()[0])["n"]
+    return (process, query, cpu), json.loads(out.stdout.splitlines()[0])["n"]
 
 
 def duckdb_process(store, prices, views, sql):
@@ -237,20 +248,24 @@ def main():
     (start,), _ = best_of(a.runs, lambda: duckdb_process(a.store, a.prices, a.duckdb_views, None))
     print(f"store {a.store}: {spans} spans in {files} files; best of {a.runs} runs; "
           f"DuckDB process without a query (python, import, views): {start:.3f} s")
-    print(f"{'rule':<22}{'curate':>9}{'duckdb':>9}{'ratio':>7}{'curate':>9}{'duckdb':>9}{'ratio':>7}{'traces':>9}")
-    print(f"{'':<22}{'process s':>9}{'process s':>9}{'':>7}{'query s':>9}{'query s':>9}{'':>7}")
+    print(f"{'rule':<22}{'curate':>10}{'duckdb':>10}{'ratio':>7}{'curate':>10}{'duckdb':>10}{'ratio':>7}"
+          f"{'curate':>10}{'duckdb':>10}{'ratio':>7}{'traces':>9}")
+    print(f"{'':<22}{'process s':>10}{'process s':>10}{'':>7}{'query s':>10}{'query s':>10}{'':>7}"
+          f"{'CPU s':>10}{'query CPU':>10}")
     rows = []
     chosen = a.rules.split(",") if a.rules else list(RULES)
     for name in chosen:
         count_sql = f"SELECT count(*) AS n FROM ({RULES[name]})"
-        (cp, cq), nc = best_of(a.runs, lambda: curate_run(a.curate, a.store, count_sql))
-        (dq,), nd = best_of(a.runs, lambda: duckdb_query(con, count_sql))
+        (cp, cq, cc), nc = best_of(a.runs, lambda: curate_run(a.curate, a.store, count_sql))
+        (dq, dc), nd = best_of(a.runs, lambda: duckdb_query(con, count_sql))
         (dp,), npr = best_of(a.runs, lambda: duckdb_process(a.store, a.prices, a.duckdb_views, count_sql))
         if not nc == nd == npr:
             sys.exit(f"{name}: curate counted {nc}, duckdb {nd} (in a fresh process {npr})")
-        print(f"{name:<22}{cp:>9.3f}{dp:>9.3f}{cp / dp:>7.2f}{cq:>9.3f}{dq:>9.3f}{cq / dq:>7.2f}{nc:>9}")
+        print(f"{name:<22}{cp:>10.3f}{dp:>10.3f}{cp / dp:>7.2f}{cq:>10.3f}{dq:>10.3f}{cq / dq:>7.2f}"
+              f"{cc:>10.3f}{dc:>10.3f}{cc / dc:>7.2f}{nc:>9}")
         rows.append({"rule": name, "curate_process_s": cp, "duckdb_process_s": dp, "process_ratio": cp / dp,
                      "curate_query_s": cq, "duckdb_query_s": dq, "query_ratio": cq / dq,
+                     "curate_process_cpu_s": cc, "duckdb_query_cpu_s": dc, "cpu_ratio": cc / dc,
                      "curate_process_over_duckdb_query": cp / dq, "traces": nc})
     print(json.dumps({"spans": spans, "files": files, "duckdb_start_s": start, "rules": rows}))
 
