@@ -281,8 +281,7 @@ mod tests {
 
     /// Reads over the limit go to `LocalFileSystem` and read the same.
     #[tokio::test]
-    async fn reads_over_the_limit_read_the_same() -> Result<(), Box<dyn std::error::Error>>
-    {
+    async fn reads_over_the_limit_read_the_same() -> Result<(), Box<dyn std::error::Error>> {
         let (_dir, at, _, local) = stores()?;
         let small = InlineLocal::with_limit(LocalFileSystem::new(), 1_000);
         for range in [0..999, 0..1_001, 0..10_000] {
