@@ -4,9 +4,9 @@
 //! `LocalFileSystem` hands every read to tokio's blocking thread pool, and a ranged `get`
 //! twice (open, then read). A query reads a few ranges of every file (its footer, then the
 //! column chunks it needs), so over a store as ingest writes it (hundreds of small files per
-//! day) most of a short query's time went to waking pool threads and switching to them
-//! rather than to reading (futex and scheduler ~25% of `errors` on the 360-file bench store,
-//! BENCHMARKS.md, 2026-12-07 ninth session). Reads of local files are page-cache copies, so
+//! day) a short query spent much of its time waking pool threads and switching to them
+//! (`errors` on the 360-file bench store: a quarter of its CPU in the kernel, futex calls 85%
+//! of its syscall time; inline, 0.72x the wall time, BENCHMARKS.md, 2026-12-07 ninth session). Reads of local files are page-cache copies, so
 //! [`InlineLocal`] does ranged reads and `get`s in the task that asks, as DuckDB reads on its
 //! worker threads. Reads of more than [`INLINE_BYTES`] (a whole large file, as compaction
 //! reads its sources) still go to the pool, where the hand-off is small next to the copy
@@ -48,7 +48,7 @@ impl InlineLocal {
     }
 
     /// Reads of at most `limit` bytes per call inline, larger ones on the blocking pool.
-    pub fn with_limit(inner: LocalFileSystem, limit: u64) -> Self {
+    pub(crate) fn with_limit(inner: LocalFileSystem, limit: u64) -> Self {
         Self { inner, limit }
     }
 
