@@ -13,6 +13,7 @@ pub mod error;
 pub mod export;
 pub mod extract;
 pub mod job;
+pub mod key_prune;
 pub mod local_store;
 pub mod manifest;
 pub mod prices;

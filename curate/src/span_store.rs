@@ -19,6 +19,7 @@
 //! `Utf8` ([`view_columns`]), so users and the views see strings; DataFusion unwraps that cast
 //! in comparisons with literals, so filters still run on the dictionary.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
@@ -44,12 +45,18 @@ use datafusion::parquet::file::metadata::{FileMetaData, KeyValue, ParquetMetaDat
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::future::BoxFuture;
+use object_store::path::Path;
 use schemas::columns as c;
+
+use crate::key_prune::key_filter;
 use schemas::span_table::span_schema;
 
 /// String columns read as dictionaries: dictionary-encoded by ingest, and read by rules
 /// that filter on them (`status_code`) or keep a few of their rows (`trace_id`).
 const DICTIONARY_COLUMNS: [&str; 2] = [c::STATUS_CODE, c::TRACE_ID];
+
+/// Top-level maps of string keys whose filters `key_prune` can serve from the keys alone.
+const MAP_COLUMNS: [&str; 3] = [c::ATTRIBUTES, c::RESOURCE_ATTRIBUTES, c::SCOPE_ATTRIBUTES];
 
 /// The span schema as the reader produces it: [`DICTIONARY_COLUMNS`] as dictionaries.
 static READ_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -120,9 +127,15 @@ static ENCODED: LazyLock<(String, String)> = LazyLock::new(|| {
 /// replacing their `ARROW:schema` in the metadata it reads (its own reader, cached or not,
 /// does the reading). Other files keep theirs, and DataFusion casts their columns to the
 /// table's types as before: a file of another schema is read, not refused.
+///
+/// It also hands the reader the metadata a scan already read, by file: `key_prune` reads it
+/// with the page index before the scan, which then needs neither the footer again nor the
+/// page index it would not have loaded itself (the reader fetches only the pages that hold
+/// the selected rows).
 #[derive(Debug)]
 struct DictionaryHint {
     inner: Arc<dyn ParquetFileReaderFactory>,
+    known: Arc<HashMap<Path, Arc<ParquetMetaData>>>,
 }
 
 impl ParquetFileReaderFactory for DictionaryHint {
@@ -133,15 +146,17 @@ impl ParquetFileReaderFactory for DictionaryHint {
         metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
+        let known = self.known.get(&file.object_meta.location).cloned();
         let inner = self
             .inner
             .create_reader(partition_index, file, metadata_size_hint, metrics)?;
-        Ok(Box::new(HintedReader { inner }))
+        Ok(Box::new(HintedReader { inner, known }))
     }
 }
 
 struct HintedReader {
     inner: Box<dyn AsyncFileReader + Send>,
+    known: Option<Arc<ParquetMetaData>>,
 }
 
 impl AsyncFileReader for HintedReader {
@@ -161,7 +176,10 @@ impl AsyncFileReader for HintedReader {
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, ParquetResult<Arc<ParquetMetaData>>> {
         Box::pin(async move {
-            let metadata = self.inner.get_metadata(options).await?;
+            let metadata = match self.known.clone() {
+                Some(known) => known,
+                None => self.inner.get_metadata(options).await?,
+            };
             Ok(with_read_schema(metadata))
         })
     }
@@ -203,11 +221,14 @@ fn with_read_schema(metadata: Arc<ParquetMetaData>) -> Arc<ParquetMetaData> {
     Arc::new(patched)
 }
 
-/// `plan` with every Parquet scan reading through [`DictionaryHint`].
+/// `plan` with every Parquet scan reading through [`DictionaryHint`], which hands the reader
+/// the metadata in `known`.
 fn with_dictionary_hint(
     plan: Arc<dyn ExecutionPlan>,
     state: &dyn Session,
+    known: HashMap<Path, Arc<ParquetMetaData>>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
+    let known = Arc::new(known);
     plan.transform_down(|node| {
         let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
             return Ok(Transformed::no(node));
@@ -223,7 +244,10 @@ fn with_dictionary_hint(
         };
         let source = source
             .clone()
-            .with_parquet_file_reader_factory(Arc::new(DictionaryHint { inner }));
+            .with_parquet_file_reader_factory(Arc::new(DictionaryHint {
+                inner,
+                known: known.clone(),
+            }));
         let mut config = config.clone();
         config.file_source = Arc::new(source);
         let exec = exec.clone().with_data_source(Arc::new(config));
@@ -265,8 +289,15 @@ impl TableProvider for SpanStore {
         state: &dyn Session,
         args: ScanArgs<'a>,
     ) -> Result<ScanResult> {
+        let key_filter = args
+            .filters()
+            .and_then(|filters| key_filter(filters, &MAP_COLUMNS));
         let plan = self.listing.scan_with_args(state, args).await?.into_inner();
-        Ok(ScanResult::new(with_dictionary_hint(plan, state)?))
+        let (plan, known) = match key_filter {
+            Some(filter) => crate::key_prune::prune(plan, state, &filter).await?,
+            None => (plan, HashMap::new()),
+        };
+        Ok(ScanResult::new(with_dictionary_hint(plan, state, known)?))
     }
 
     fn supports_filters_pushdown(
