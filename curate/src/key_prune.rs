@@ -183,6 +183,9 @@ fn null_without(e: &Expr) -> Option<KeyFilter> {
     }
 }
 
+/// Files whose keys are read at once, at least (more with more target partitions).
+const PARALLEL_FILES: usize = 8;
+
 /// What a file's scan reads after its keys were read.
 enum Reading {
     /// The file has no key column to read (another schema): all of it, as without pruning.
@@ -214,10 +217,14 @@ pub async fn prune(
         Ok(TreeNodeRecursion::Continue)
     })?;
 
-    // Files are read in parallel, as many at a time as the scan has partitions.
+    // Files are read in parallel: on a local store the work is the decoding, which runs on
+    // the runtime's threads whatever the number; on object storage the round trips
+    // (metadata, one key chunk per row group) overlap.
     let filter = Arc::new(filter.clone());
     let density = Arc::new(Density::default());
-    let permits = Arc::new(Semaphore::new(state.config().target_partitions().max(1)));
+    let permits = Arc::new(Semaphore::new(
+        state.config().target_partitions().max(PARALLEL_FILES),
+    ));
     let mut tasks = JoinSet::new();
     for (location, (store, file)) in files {
         let (filter, permits, density) = (filter.clone(), permits.clone(), density.clone());
