@@ -867,20 +867,10 @@ mod tests {
 #[cfg(test)]
 mod join_sides {
     use datafusion::physical_plan::displayable;
-    use schemas::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use schemas::opentelemetry_proto::tonic::trace::v1::Span;
 
     use super::*;
-
-    fn text(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.into())),
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::test_store::text;
 
     /// A store of 40 traces, each a chat call with messages and a retrieval span.
     fn store(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {

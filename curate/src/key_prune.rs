@@ -723,12 +723,12 @@ mod tests {
     use datafusion::parquet::file::metadata::ParquetMetaDataReader;
     use datafusion::parquet::file::properties::{WriterProperties, WriterVersion};
     use datafusion::physical_plan::ExecutionPlan;
-    use schemas::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use schemas::opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     use datafusion::parquet::file::serialized_reader::SerializedPageReader;
 
     use super::{ChunkAt, by_pages, by_values, key_filter, key_leaf, rows_with_keys};
+    use crate::test_store::text;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -790,16 +790,6 @@ mod tests {
             datafusion::logical_expr::binary_expr(key("a"), Operator::IsNotDistinctFrom, lit("x")),
         ] {
             assert_eq!(keys(std::slice::from_ref(&unpruned)), None, "{unpruned}");
-        }
-    }
-
-    fn text(k: &str, v: &str) -> KeyValue {
-        KeyValue {
-            key: k.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(v.into())),
-            }),
-            ..Default::default()
         }
     }
 

@@ -420,6 +420,7 @@ async fn scanned_traces(catalog: &Catalog) -> Result<u64, CurateError> {
 /// Test support shared by the modules' tests.
 #[cfg(test)]
 pub(crate) mod test_store {
+    use schemas::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use schemas::opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     /// Writes `spans` (one resource, one scope) into the store at `dir` as ingest would: one
@@ -443,6 +444,17 @@ pub(crate) mod test_store {
             files.push(path);
         }
         Ok(files)
+    }
+
+    /// A string attribute.
+    pub fn text(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
     }
 
     /// The catalog of the store at `dir` over all time, with the built-in prices.
