@@ -52,7 +52,7 @@ RULES = {
         "SELECT trace_id FROM spans WHERE try_cast(attributes['feedback.score'] AS DOUBLE) < 0 "
         "OR lower(attributes['feedback.sentiment']) IN ('negative', 'thumbs_down', 'down') "
         "UNION SELECT trace_id FROM "
-        "(SELECT trace_id, unnest(events) AS e FROM spans WHERE cardinality(events) > 0) "
+        "(SELECT trace_id, unnest(events) AS e FROM spans) "
         "WHERE try_cast(e['attributes']['feedback.score'] AS DOUBLE) < 0 "
         "OR lower(e['attributes']['feedback.sentiment']) IN ('negative', 'thumbs_down', 'down')"
     ),

@@ -317,7 +317,10 @@ pub fn builtin_sql(name: &str, s: &Settings) -> Result<String, CurateError> {
         }
         "negative-feedback" => {
             // Feedback arrives as span attributes or as span events (e.g. a `feedback` event
-            // added when the user clicks thumbs-down), with the same keys.
+            // added when the user clicks thumbs-down), with the same keys. Spans without
+            // events unnest to no rows; a filter such as `cardinality(events) > 0` to skip them
+            // cost 5x the unnest itself (DataFusion counts each row's nested list by slicing
+            // it out: 3.8 of 4.5 CPU s on the 10M-span bench store).
             let below = number(name, "below", &get("below"))?;
             let negative = |m: &str| {
                 format!(
@@ -328,7 +331,7 @@ pub fn builtin_sql(name: &str, s: &Settings) -> Result<String, CurateError> {
             format!(
                 "SELECT trace_id FROM spans WHERE {} \
                  UNION SELECT trace_id FROM \
-                 (SELECT trace_id, unnest(events) AS e FROM spans WHERE cardinality(events) > 0) \
+                 (SELECT trace_id, unnest(events) AS e FROM spans) \
                  WHERE {}",
                 negative("attributes"),
                 negative("e['attributes']")
