@@ -237,7 +237,9 @@ pub async fn prune(
     let mut readings = HashMap::new();
     while let Some(joined) = tasks.join_next().await {
         let (location, reading) = joined.map_err(|e| DataFusionError::External(Box::new(e)))?;
-        readings.insert(location, reading?);
+        let reading =
+            reading.map_err(|e| e.context(format!("reading the map keys of {location}")))?;
+        readings.insert(location, reading);
     }
 
     let plan = plan
@@ -902,6 +904,25 @@ mod tests {
                 .to_string()
                 .contains("| 3 "),
             "spans 7, 8, 9 (trace 1), 420 (trace 43) and 1500 (trace 151): three traces, got {got:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_parquet_fails_the_query_with_its_name() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let files = crate::test_store::write(dir.path(), spans(20, 10, &[3]))?;
+        let bad = files[1].with_file_name("01JBAD00000000000000000000.parquet");
+        std::fs::write(&bad, b"not a parquet file")?;
+        let catalog = crate::test_store::open(dir.path()).await?;
+        let sql = "SELECT count(*) FROM spans WHERE attributes['feedback.score'] IS NOT NULL";
+        let error = match catalog.ctx.sql(sql).await?.collect().await {
+            Ok(batches) => return Err(format!("read a broken file: {batches:?}").into()),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            error.contains("01JBAD00000000000000000000.parquet"),
+            "{error}"
         );
         Ok(())
     }
