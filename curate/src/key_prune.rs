@@ -909,6 +909,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_on_scattered_spans_reads_its_row_groups_whole() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        // Every third span: more ranges of rows than one per ROWS_PER_RANGE rows.
+        let with: Vec<u32> = (0..3000).step_by(3).collect();
+        crate::test_store::write(dir.path(), spans(3000, 1000, &with))?;
+        let catalog = crate::test_store::open(dir.path()).await?;
+        let sql = "SELECT count(*) AS n, sum(try_cast(attributes['feedback.score'] AS BIGINT)) AS s \
+                   FROM spans WHERE attributes['feedback.score'] IS NOT NULL";
+        let frame = catalog.ctx.sql(sql).await?;
+        assert_eq!(
+            scanned(&frame.clone().create_physical_plan().await?)?,
+            (0, 3)
+        );
+        let got = datafusion::arrow::util::pretty::pretty_format_batches(&frame.collect().await?)?;
+        let sum: i64 = with.iter().map(|&n| -i64::from(n)).sum();
+        assert!(
+            got.to_string().contains(&format!("| 1000 | {sum} ")),
+            "{got}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_file_that_is_not_parquet_fails_the_query_with_its_name() -> TestResult {
         let dir = tempfile::tempdir()?;
         let files = crate::test_store::write(dir.path(), spans(20, 10, &[3]))?;
