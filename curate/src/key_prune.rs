@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::{Buf, Bytes};
 use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetSource;
 use datafusion::datasource::physical_plan::parquet::{
@@ -244,37 +244,28 @@ pub async fn prune(
         readings.insert(location, reading);
     }
 
-    let plan = plan
-        .transform_down(|node| {
-            let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            let Some((config, _)) = exec.downcast_to_file_source::<ParquetSource>() else {
-                return Ok(Transformed::no(node));
-            };
-            let mut config = config.clone();
-            config.file_groups = config
-                .file_groups
-                .into_iter()
-                .map(|group| {
-                    group
-                        .into_inner()
-                        .into_iter()
-                        .filter_map(|mut file| match readings.get(&file.object_meta.location) {
-                            Some(Reading::Nothing) => None,
-                            Some(Reading::Rows(_, access)) => {
-                                file.extensions.insert(access.clone());
-                                Some(file)
-                            }
-                            Some(Reading::All) | None => Some(file),
-                        })
-                        .collect()
-                })
-                .collect();
-            let exec = exec.clone().with_data_source(Arc::new(config));
-            Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>))
-        })?
-        .data;
+    let plan = crate::span_store::map_parquet_scans(plan, |config, _| {
+        let mut config = config.clone();
+        config.file_groups = config
+            .file_groups
+            .into_iter()
+            .map(|group| {
+                group
+                    .into_inner()
+                    .into_iter()
+                    .filter_map(|mut file| match readings.get(&file.object_meta.location) {
+                        Some(Reading::Nothing) => None,
+                        Some(Reading::Rows(_, access)) => {
+                            file.extensions.insert(access.clone());
+                            Some(file)
+                        }
+                        Some(Reading::All) | None => Some(file),
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(config)
+    })?;
     // Metadata with page indexes is ~0.1 MB a file here: it is kept for the files read by
     // rows, which need it to skip pages, not for files read whole.
     let metadata = readings

@@ -31,10 +31,10 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Constraints, Result};
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::ParquetSource;
 use datafusion::datasource::physical_plan::parquet::{
     DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
 };
+use datafusion::datasource::physical_plan::{FileScanConfig, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
@@ -47,9 +47,9 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::future::BoxFuture;
 use object_store::path::Path;
 use schemas::columns as c;
+use schemas::span_table::span_schema;
 
 use crate::key_prune::key_filter;
-use schemas::span_table::span_schema;
 
 /// String columns read as dictionaries: dictionary-encoded by ingest, and read by rules
 /// that filter on them (`status_code`) or keep a few of their rows (`trace_id`).
@@ -221,6 +221,27 @@ fn with_read_schema(metadata: Arc<ParquetMetaData>) -> Arc<ParquetMetaData> {
     Arc::new(patched)
 }
 
+/// `plan` with the configuration of each of its Parquet scans replaced by what `edit` makes
+/// of it (the scan's configuration and its Parquet source).
+pub(crate) fn map_parquet_scans(
+    plan: Arc<dyn ExecutionPlan>,
+    mut edit: impl FnMut(&FileScanConfig, &ParquetSource) -> Result<FileScanConfig>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_down(|node| {
+        let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some((config, source)) = exec.downcast_to_file_source::<ParquetSource>() else {
+            return Ok(Transformed::no(node));
+        };
+        let exec = exec
+            .clone()
+            .with_data_source(Arc::new(edit(config, source)?));
+        Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>))
+    })
+    .map(|t| t.data)
+}
+
 /// `plan` with every Parquet scan reading through [`DictionaryHint`], which hands the reader
 /// the metadata in `known`.
 fn with_dictionary_hint(
@@ -229,13 +250,7 @@ fn with_dictionary_hint(
     known: HashMap<Path, Arc<ParquetMetaData>>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let known = Arc::new(known);
-    plan.transform_down(|node| {
-        let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
-            return Ok(Transformed::no(node));
-        };
-        let Some((config, source)) = exec.downcast_to_file_source::<ParquetSource>() else {
-            return Ok(Transformed::no(node));
-        };
+    map_parquet_scans(plan, |config, source| {
         let inner = match source.parquet_file_reader_factory() {
             Some(inner) => inner.clone(),
             None => Arc::new(DefaultParquetFileReaderFactory::new(
@@ -250,10 +265,8 @@ fn with_dictionary_hint(
             }));
         let mut config = config.clone();
         config.file_source = Arc::new(source);
-        let exec = exec.clone().with_data_source(Arc::new(config));
-        Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>))
+        Ok(config)
     })
-    .map(|t| t.data)
 }
 
 #[async_trait]
