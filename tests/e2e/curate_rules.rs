@@ -476,6 +476,15 @@ async fn time_window_prunes_hour_partitions_before_any_file_is_read() -> TestRes
             "{since}"
         );
     }
+    // Only --since bounds them: score spans of hour 11 judge traces of an earlier window.
+    let earlier = [
+        "--since",
+        "2026-03-10T09:00:00Z",
+        "--until",
+        "2026-03-10T10:00:00Z",
+    ];
+    assert_eq!(planned_files_of(dir.path(), evals, &earlier)?, last_hour);
+    // Hour 11 holds score spans, so an empty plan here is the time window's doing.
     let after = planned_files_of(dir.path(), evals, &["--since", "2026-03-10T12:00:00Z"])?;
     assert!(after.is_empty(), "{after:?}");
     Ok(())
