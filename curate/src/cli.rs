@@ -159,6 +159,18 @@ pub enum Command {
             value_name = "SIZE"
         )]
         target_size: String,
+        /// Most memory for the decoded spans of a merged file, e.g. 1GiB. LLM spans take ~36x
+        /// their compressed size decoded (a 128MiB file ~4.6GiB): a file whose spans take more
+        /// is written in passes, each reading one range of its sorted rows from the sources,
+        /// which costs a decompression of the sources per pass. The sort keys of all its rows
+        /// (~120 bytes a span) and the sources as stored are held besides.
+        #[arg(
+            long,
+            env = "CURATE_COMPACT_MEMORY",
+            default_value = "1GiB",
+            value_name = "SIZE"
+        )]
+        memory: String,
         /// How long replaced files stay after the merged file appeared, for queries that
         /// listed them just before (deleted by the first run after it).
         #[arg(

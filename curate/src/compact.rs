@@ -24,6 +24,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReaderBuilder, RowSelection, RowSelectionPolicy, RowSelector,
+};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
@@ -407,13 +411,13 @@ impl Hook {
     }
 }
 
-fn parse_size(s: &str) -> Result<u64, CurateError> {
+fn parse_size(flag: &str, s: &str) -> Result<u64, CurateError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: u64 = n
         .parse()
-        .map_err(|_| CurateError::BadArgs(format!("--target-size {s:?}: expected e.g. 128MiB")))?;
+        .map_err(|_| CurateError::BadArgs(format!("{flag} {s:?}: expected e.g. 128MiB")))?;
     let mult = match unit {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -421,11 +425,12 @@ fn parse_size(s: &str) -> Result<u64, CurateError> {
         "GiB" => 1 << 30,
         _ => {
             return Err(CurateError::BadArgs(format!(
-                "--target-size {s:?}: unit B, KiB, MiB or GiB"
+                "{flag} {s:?}: unit B, KiB, MiB or GiB"
             )));
         }
     };
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .ok_or_else(|| CurateError::BadArgs(format!("{flag} {s:?}: too large")))
 }
 
 /// Options of `curate compact`.
@@ -433,6 +438,8 @@ pub struct Options<'a> {
     pub store: &'a str,
     pub min_age: &'a str,
     pub target_size: &'a str,
+    /// Decoded spans held at once while writing a merged file.
+    pub memory: &'a str,
     pub grace: &'a str,
     pub dry_run: bool,
     pub now: DateTime<Utc>,
@@ -444,7 +451,11 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
         parse_duration(o.min_age).map_err(|e| CurateError::BadArgs(format!("--min-age: {e}")))?;
     let grace =
         parse_duration(o.grace).map_err(|e| CurateError::BadArgs(format!("--grace: {e}")))?;
-    let target_size = parse_size(o.target_size)?;
+    let target_size = parse_size("--target-size", o.target_size)?;
+    let memory = parse_size("--memory", o.memory)?;
+    if memory == 0 {
+        return Err(CurateError::BadArgs("--memory must be more than 0".into()));
+    }
     let mut hook = Hook::from_env()?;
     let store = schemas::store::Store::open(o.store)
         .map_err(|e| CurateError::BadArgs(format!("--store: {e}")))?;
@@ -472,8 +483,16 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
         if o.dry_run {
             continue;
         }
-        let Some(written) =
-            write_targets(&store, &path, &record, false, &mut report, &mut hook).await?
+        let Some(written) = write_targets(
+            &store,
+            &path,
+            &record,
+            false,
+            memory,
+            &mut report,
+            &mut hook,
+        )
+        .await?
         else {
             continue;
         };
@@ -584,8 +603,16 @@ pub async fn run(o: Options<'_>) -> Result<String, CurateError> {
         report.partitions += 1;
         report.files_before += groups.iter().map(Vec::len).sum::<usize>();
         report.bytes_before += groups.iter().flatten().map(|m| m.size).sum::<u64>();
-        let Some(_) =
-            write_targets(&store, &record_path, &record, true, &mut report, &mut hook).await?
+        let Some(_) = write_targets(
+            &store,
+            &record_path,
+            &record,
+            true,
+            memory,
+            &mut report,
+            &mut hook,
+        )
+        .await?
         else {
             continue;
         };
@@ -649,6 +676,7 @@ async fn write_targets(
     record_path: &ObjectPath,
     record: &Record,
     fresh: bool,
+    memory: u64,
     report: &mut Report,
     hook: &mut Hook,
 ) -> Result<Option<DateTime<Utc>>, CurateError> {
@@ -672,7 +700,7 @@ async fn write_targets(
     let mut resumed = false;
     for g in missing {
         let target = ObjectPath::from(g.target.as_str());
-        match write_target(store, g).await? {
+        match write_target(store, g, memory).await? {
             Some(Written { size, copies }) => {
                 report.copies_dropped += copies;
                 if fresh {
@@ -743,45 +771,36 @@ async fn delete_record(
 async fn write_target(
     store: &schemas::store::Store,
     group: &Group,
+    memory: u64,
 ) -> Result<Option<Written>, CurateError> {
     let os = store.object_store();
-    let mut batches = Vec::new();
+    let mut sources = Vec::with_capacity(group.sources.len());
     for s in &group.sources {
-        let bytes = match os.get(&ObjectPath::from(s.as_str())).await {
-            Ok(r) => r.bytes().await?,
+        match os.get(&ObjectPath::from(s.as_str())).await {
+            Ok(r) => sources.push(Source {
+                name: s,
+                bytes: r.bytes().await?,
+            }),
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
-        };
-        let reader =
-            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                bytes,
-            )
-            .map_err(|e| CurateError::JobFailed(format!("reading {s}: {e}")))?
-            .build()
-            .map_err(|e| CurateError::JobFailed(format!("reading {s}: {e}")))?;
-        for b in reader {
-            batches.push(b?);
         }
     }
-    // The rows are sorted by their keys alone and written a slice at a time: memory holds the
-    // decoded sources once, not a concatenated and a sorted copy besides them (an hour of
-    // the 10M-span bench store, ~436k spans, peaked at 3.7 GB that way).
-    let key = |name: &str| -> Result<ArrayRef, CurateError> {
-        let parts = batches
-            .iter()
-            .map(|b| {
-                b.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| {
-                    CurateError::JobFailed(format!("span file without column {name}"))
-                })
-            })
-            .collect::<Result<Vec<&dyn Array>, _>>()?;
-        Ok(concat(&parts)?)
+    // The rows are sorted by their keys alone, read first: memory holds the keys of every
+    // row, and the other columns of one range of the sorted rows at a time.
+    let mut keys = Vec::with_capacity(sources.len());
+    for source in &sources {
+        keys.push(source.keys()?);
+    }
+    let key = |i: usize| {
+        concat(
+            &keys
+                .iter()
+                .map(|k| k.column(i).as_ref())
+                .collect::<Vec<_>>(),
+        )
     };
-    let (trace, start, span) = (
-        key(schemas::columns::TRACE_ID)?,
-        key(schemas::columns::START_TIME)?,
-        key(schemas::columns::SPAN_ID)?,
-    );
+    let (trace, start, span) = (key(0)?, key(1)?, key(2)?);
+    drop(keys);
     let order = lexsort_to_indices(
         &[trace.clone(), start, span.clone()].map(|values| SortColumn {
             values,
@@ -789,22 +808,77 @@ async fn write_target(
         }),
         None,
     )?;
-    let rows: Vec<(usize, usize)> = batches
-        .iter()
-        .enumerate()
-        .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
-        .collect();
+    let mut rows = Vec::with_capacity(trace.len());
+    for (b, source) in sources.iter().enumerate() {
+        rows.extend((0..source.rows()?).map(|r| (b, r)));
+    }
+    if rows.len() != trace.len() {
+        return Err(CurateError::JobFailed(format!(
+            "{}: the sources' key columns and row counts disagree",
+            group.target
+        )));
+    }
     let (kept, copies) = without_copies(&order, &trace, &span, &rows)?;
+    drop((order, trace, span, rows));
+
+    let passes = sources
+        .first()
+        .map(Source::decoded_bytes_per_row)
+        .transpose()?
+        .map_or(1, |per_row| {
+            (per_row * kept.len() as u64).div_ceil(memory.max(1)).max(1)
+        });
+    if passes > 1 {
+        tracing::info!(
+            target = %group.target,
+            rows = kept.len(),
+            passes,
+            "the merged file's spans decode to more than --memory: writing it in passes"
+        );
+    }
     let schema = schemas::span_table::span_schema();
-    let sources: Vec<&RecordBatch> = batches.iter().collect();
     let mut writer = SpanFileWriter::new()
         .map_err(|e| CurateError::JobFailed(format!("writing {}: {e}", group.target)))?;
-    for slice in kept.chunks(WRITE_SLICE_ROWS) {
-        let part = interleave_record_batch(&sources, slice)?;
-        let part = RecordBatch::try_new(schema.clone(), part.columns().to_vec())?;
-        writer
-            .write(&part)
-            .map_err(|e| CurateError::JobFailed(format!("writing {}: {e}", group.target)))?;
+    let per_pass = kept.len().div_ceil(passes as usize).max(1);
+    for range in kept.chunks(per_pass) {
+        // Each source's rows in this range, in file order, read with all their columns.
+        let mut wanted: Vec<Vec<usize>> = vec![Vec::new(); sources.len()];
+        for &(b, r) in range {
+            wanted[b].push(r);
+        }
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut first_batch = Vec::with_capacity(sources.len());
+        let mut ends: Vec<Vec<usize>> = Vec::with_capacity(sources.len());
+        for (source, rows) in sources.iter().zip(&mut wanted) {
+            rows.sort_unstable();
+            first_batch.push(batches.len());
+            let mut end = 0;
+            let mut source_ends = Vec::new();
+            for batch in source.read(rows)? {
+                end += batch.num_rows();
+                source_ends.push(end);
+                batches.push(batch);
+            }
+            ends.push(source_ends);
+        }
+        // (source, row in file) -> (batch, row in batch) among the rows read.
+        let mut at = Vec::with_capacity(range.len());
+        for &(b, r) in range {
+            let rank = wanted[b].binary_search(&r).map_err(|_| {
+                CurateError::JobFailed(format!("{}: a sorted row was not read", group.target))
+            })?;
+            let i = ends[b].partition_point(|&end| end <= rank);
+            let start = if i == 0 { 0 } else { ends[b][i - 1] };
+            at.push((first_batch[b] + i, rank - start));
+        }
+        let read: Vec<&RecordBatch> = batches.iter().collect();
+        for slice in at.chunks(WRITE_SLICE_ROWS) {
+            let part = interleave_record_batch(&read, slice)?;
+            let part = RecordBatch::try_new(schema.clone(), part.columns().to_vec())?;
+            writer
+                .write(&part)
+                .map_err(|e| CurateError::JobFailed(format!("writing {}: {e}", group.target)))?;
+        }
     }
     let bytes = writer
         .finish()
@@ -815,6 +889,101 @@ async fn write_target(
         .await
         .map_err(|e| CurateError::JobFailed(format!("writing {}: {e}", group.target)))?;
     Ok(Some(Written { size, copies }))
+}
+
+/// A source file of a merge, in memory as stored.
+struct Source<'a> {
+    name: &'a str,
+    bytes: Bytes,
+}
+
+/// Rows decoded to estimate a source's bytes per decoded row.
+const SAMPLE_ROWS: usize = 4096;
+
+impl Source<'_> {
+    fn failed(&self, e: impl std::fmt::Display) -> CurateError {
+        CurateError::JobFailed(format!("reading {}: {e}", self.name))
+    }
+
+    fn reader(&self) -> Result<ParquetRecordBatchReaderBuilder<Bytes>, CurateError> {
+        ParquetRecordBatchReaderBuilder::try_new(self.bytes.clone()).map_err(|e| self.failed(e))
+    }
+
+    fn rows(&self) -> Result<usize, CurateError> {
+        Ok(self.reader()?.metadata().file_metadata().num_rows().max(0) as usize)
+    }
+
+    /// The sort keys of every row: trace id, start time, span id.
+    fn keys(&self) -> Result<RecordBatch, CurateError> {
+        use schemas::columns::{SPAN_ID, START_TIME, TRACE_ID};
+        let builder = self.reader()?;
+        let mask =
+            ProjectionMask::columns(builder.parquet_schema(), [TRACE_ID, START_TIME, SPAN_ID]);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(|e| self.failed(e))?;
+        let schema = datafusion::arrow::array::RecordBatchReader::schema(&reader);
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.failed(e))?;
+        let keys = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+        // In the order the sort wants, whatever the file's column order.
+        let column = |name: &str| {
+            keys.column_by_name(name).cloned().ok_or_else(|| {
+                CurateError::JobFailed(format!("span file {} without column {name}", self.name))
+            })
+        };
+        Ok(RecordBatch::try_from_iter([
+            (TRACE_ID, column(TRACE_ID)?),
+            (START_TIME, column(START_TIME)?),
+            (SPAN_ID, column(SPAN_ID)?),
+        ])?)
+    }
+
+    /// Memory a decoded row takes, from the first rows of the file.
+    fn decoded_bytes_per_row(&self) -> Result<u64, CurateError> {
+        let sample = self
+            .reader()?
+            .with_batch_size(SAMPLE_ROWS)
+            .with_limit(SAMPLE_ROWS)
+            .build()
+            .map_err(|e| self.failed(e))?
+            .next()
+            .transpose()
+            .map_err(|e| self.failed(e))?;
+        Ok(sample.map_or(0, |b| {
+            (b.get_array_memory_size() / b.num_rows().max(1)) as u64
+        }))
+    }
+
+    /// The rows at `rows` (sorted), every column.
+    fn read(&self, rows: &[usize]) -> Result<Vec<RecordBatch>, CurateError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut selectors = Vec::new();
+        let mut next = 0;
+        for &r in rows {
+            if r > next {
+                selectors.push(RowSelector::skip(r - next));
+            }
+            match selectors.last_mut() {
+                Some(last) if !last.skip => last.row_count += 1,
+                _ => selectors.push(RowSelector::select(1)),
+            }
+            next = r + 1;
+        }
+        self.reader()?
+            .with_row_selection(RowSelection::from(selectors))
+            .with_row_selection_policy(RowSelectionPolicy::Selectors)
+            .with_batch_size(WRITE_SLICE_ROWS)
+            .build()
+            .map_err(|e| self.failed(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.failed(e))
+    }
 }
 
 /// A compacted file: its size, and the stored copies of spans it left out.

@@ -222,6 +222,7 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
         Some(Command::Compact {
             min_age,
             target_size,
+            memory,
             grace,
             dry_run,
         }) => {
@@ -229,6 +230,7 @@ pub async fn run(args: Args) -> Result<String, CurateError> {
                 store: &args.store,
                 min_age,
                 target_size,
+                memory,
                 grace,
                 dry_run: *dry_run,
                 now: now(&args)?,

@@ -870,6 +870,97 @@ async fn compaction_keeps_one_copy_of_spans_delivered_twice() -> TestResult {
     Ok(())
 }
 
+/// A merged file whose spans decode to more than `--memory` is written in passes over its
+/// sources, one range of its sorted rows each: the same rows in the same order as one pass
+/// writes, copies of spans delivered twice dropped across the passes. A `--memory` that is not
+/// a size is refused before anything is touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_in_passes_writes_what_one_pass_writes() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let opts = IngestOpts::local(dir.path());
+    let spans = small_files_store(dir.path(), &opts, 4).await?;
+    let resent = round_spans(2);
+    let copies = resent.len();
+    ingest_spans(dir.path(), &opts, resent).await?;
+    let one = dir.path().join("store");
+    let passes = dir.path().join("passes");
+    copy_tree(&one, &passes)?;
+    let store_of = |p: &Path| p.display().to_string();
+
+    for bad in ["0", "lots", "3PiB"] {
+        let (code, _, stderr) = compact(&store_of(&passes), &["--memory", bad], &[])?;
+        assert_eq!(code, 2, "--memory {bad}: {stderr}");
+        assert!(stderr.contains("--memory"), "{stderr}");
+    }
+    assert_eq!(
+        compaction_records(&passes),
+        0,
+        "a refused run changes nothing"
+    );
+
+    let (code, stdout, stderr) = compact(&store_of(&one), &["--grace", "0s"], &[])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!stderr.contains("in passes"), "{stderr}");
+    let one_report: Value = serde_json::from_str(stdout.trim())?;
+    let log = [("RUST_LOG".to_string(), "curate=info".to_string())];
+    let (code, stdout, stderr) = compact(
+        &store_of(&passes),
+        &["--grace", "0s", "--memory", "4KiB"],
+        &log,
+    )?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stderr.contains("writing it in passes"), "{stderr}");
+    let passes_report: Value = serde_json::from_str(stdout.trim())?;
+    for key in ["files_after", "copies_dropped"] {
+        assert_eq!(one_report[key], passes_report[key], "{key}");
+    }
+    assert_eq!(
+        passes_report["copies_dropped"].as_u64(),
+        Some(copies as u64)
+    );
+
+    let rows = |store: &Path| -> TestResult<Vec<(String, schemas::read::SpanRow)>> {
+        let mut rows = local_store_rows(store)?;
+        // One file per partition: the order within each is the file's.
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(rows)
+    };
+    let (one_rows, passes_rows) = (rows(&one)?, rows(&passes)?);
+    assert_eq!(one_rows.len(), spans);
+    let key = |(p, r): &(String, schemas::read::SpanRow)| {
+        (
+            p.clone(),
+            r.trace_id.clone(),
+            r.start_time_ns,
+            r.span_id.clone(),
+        )
+    };
+    assert!(
+        one_rows.windows(2).all(|w| key(&w[0]) < key(&w[1])),
+        "each file is sorted by trace, start and span id, one copy of each span"
+    );
+    assert!(
+        one_rows == passes_rows,
+        "the files written in passes differ"
+    );
+    Ok(())
+}
+
+/// Copies the directory tree `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) -> TestResult {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 fn curate_count(store: &str, env: &[(String, String)]) -> TestResult<(i32, String, String)> {
     output_of(
         Command::new(bin_path("curate")?)
