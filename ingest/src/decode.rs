@@ -7,8 +7,8 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use schemas::convert::validate_span;
-use schemas::json_wire::transcode;
-use schemas::wire::scan_request;
+use schemas::json_wire::{transcode, transcode_counted};
+use schemas::wire::{Scan, scan_request};
 
 use crate::error::IngestError;
 
@@ -52,6 +52,14 @@ fn json_to_protobuf(body: &[u8]) -> Result<Bytes, IngestError> {
     transcode(body).map(Bytes::from).map_err(not_json)
 }
 
+/// [`json_to_protobuf`] with the spans counted as [`scan_request`] counts them: the
+/// transcoder's output is well-formed by construction, so it is not scanned again.
+fn json_scanned(body: &[u8]) -> Result<(Bytes, Scan), IngestError> {
+    transcode_counted(body)
+        .map(|(out, scan)| (Bytes::from(out), scan))
+        .map_err(not_json)
+}
+
 /// Decodes an ExportTraceServiceRequest into prost structs.
 pub fn decode(body: &[u8], encoding: Encoding) -> Result<ExportTraceServiceRequest, IngestError> {
     match encoding {
@@ -64,18 +72,16 @@ pub fn decode(body: &[u8], encoding: Encoding) -> Result<ExportTraceServiceReque
 
 /// Validates a request body and returns what goes to the WAL. A protobuf body is checked in
 /// place (`schemas::wire`) and, when every span is accepted, written as it came; a JSON body
-/// is transcoded to protobuf first and then takes the same path. Only a request with refused
-/// spans is decoded into structs to drop them.
+/// is transcoded to protobuf, which counts its spans as the check would, and then takes the
+/// same path. Only a request with refused spans is decoded into structs to drop them.
 pub fn validate(body: Bytes, encoding: Encoding) -> Result<Accepted, IngestError> {
-    let body = match encoding {
-        Encoding::Protobuf => body,
-        Encoding::Json => json_to_protobuf(&body)?,
+    let (body, scan) = match encoding {
+        Encoding::Protobuf => {
+            let scan = scan_request(&body).map_err(not_protobuf)?;
+            (body, scan)
+        }
+        Encoding::Json => json_scanned(&body)?,
     };
-    // The transcoder writes only what the scan accepts: for JSON a refusal would be its bug.
-    let scan = scan_request(&body).map_err(|e| match encoding {
-        Encoding::Protobuf => not_protobuf(e),
-        Encoding::Json => not_json(e),
-    })?;
     if scan.rejected == 0 {
         return Ok(Accepted {
             payload: if scan.accepted == 0 {

@@ -44,6 +44,9 @@ use std::fmt;
 use base64::Engine as _;
 use prost::encoding::{encode_varint, encoded_len_varint};
 
+use crate::convert::validate_ids;
+use crate::wire::Scan;
+
 /// What is wrong with a body, where: the path of keys and indexes from the request down
 /// (`resourceSpans[0].scopeSpans[1].spans[3].traceId`) and the byte offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,22 +105,30 @@ type Result<T> = std::result::Result<T, Box<JsonError>>;
 
 /// Transcodes an OTLP/JSON `ExportTraceServiceRequest` to its protobuf encoding.
 pub fn transcode(json: &[u8]) -> std::result::Result<Vec<u8>, JsonError> {
+    transcode_counted(json).map(|(out, _)| out)
+}
+
+/// [`transcode`], with the spans the span table accepts and refuses counted as
+/// [`crate::wire::scan_request`] counts them in the output, which therefore need not be
+/// scanned again.
+pub fn transcode_counted(json: &[u8]) -> std::result::Result<(Vec<u8>, Scan), JsonError> {
     transcode_boxed(json).map_err(|e| *e)
 }
 
-fn transcode_boxed(json: &[u8]) -> Result<Vec<u8>> {
+fn transcode_boxed(json: &[u8]) -> Result<(Vec<u8>, Scan)> {
     let mut t = Transcoder {
         src: json,
         pos: 0,
         out: Vec::with_capacity(json.len()),
         depth: 0,
         scratch: Vec::new(),
+        spans: Scan::default(),
     };
     t.request()?;
     if t.ws().is_some() {
         return Err(t.error(format!("{} after the request object", t.found())));
     }
-    Ok(t.out)
+    Ok((t.out, t.spans))
 }
 
 /// serde_json's recursion limit: the 128th nested object or array is refused.
@@ -254,6 +265,8 @@ struct Transcoder<'a> {
     /// Unescaped strings that are not copied to `out` (keys, ids, numbers, base64), and the
     /// bracket stack of skipped values.
     scratch: Vec<u8>,
+    /// Spans the span table accepts and refuses ([`crate::convert::validate_span`]).
+    spans: Scan,
 }
 
 impl<'a> Transcoder<'a> {
@@ -1133,7 +1146,9 @@ impl<'a> Transcoder<'a> {
     fn span(&mut self) -> Result<()> {
         self.open_object()?;
         let mut obj = Object::new(SPAN, Unknown::Syntax);
+        let mut ids = SpanIds::default();
         while let Some((tag, name)) = self.next_key(&mut obj)? {
+            let before = self.out.len();
             match tag {
                 1 | 2 | 4 => self.hex(tag),
                 3 | 5 => self.string(tag, false),
@@ -1148,6 +1163,11 @@ impl<'a> Transcoder<'a> {
                 _ => Ok(()),
             }
             .map_err(|e| e.in_key(name))?;
+            ids.see(tag, &self.out[before..]);
+        }
+        match ids.validate() {
+            Ok(()) => self.spans.accepted += 1,
+            Err(_) => self.spans.rejected += 1,
         }
         Ok(())
     }
@@ -1462,6 +1482,75 @@ fn unescape(
 
 /// Writes `hex` (as `const_hex::decode` reads it: even length, either case, optional `0x`)
 /// as bytes field `tag`, unless empty.
+/// A span's ids and times as written, for the span table's checks.
+#[derive(Default)]
+struct SpanIds {
+    trace: Id,
+    span: Id,
+    parent: Id,
+    start: u64,
+    end: u64,
+}
+
+/// An id of up to 16 bytes, or the length of a longer one (refused whatever its bytes).
+#[derive(Default)]
+struct Id {
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl Id {
+    fn of(field: &[u8]) -> Self {
+        let mut id = Self {
+            bytes: [0; 16],
+            len: field.len(),
+        };
+        if let Some(prefix) = id.bytes.get_mut(..field.len()) {
+            prefix.copy_from_slice(field);
+        }
+        id
+    }
+
+    /// The id, or None when it is longer than any the span table accepts.
+    fn get(&self) -> Option<&[u8]> {
+        self.bytes.get(..self.len)
+    }
+}
+
+impl SpanIds {
+    /// Takes field `tag` of a span from `written`, what writing it added to the output: the
+    /// key and value of a bytes or fixed64 field, or nothing for a default value.
+    fn see(&mut self, tag: u32, written: &[u8]) {
+        // Keys of fields 1-15 take one byte.
+        let Some(value) = written.get(1..) else {
+            return;
+        };
+        let bytes = || {
+            let mut value = value;
+            prost::encoding::decode_varint(&mut value).map_or(&[][..], |_| value)
+        };
+        let fixed64 = || value.try_into().map_or(0, u64::from_le_bytes);
+        match tag {
+            1 => self.trace = Id::of(bytes()),
+            2 => self.span = Id::of(bytes()),
+            4 => self.parent = Id::of(bytes()),
+            7 => self.start = fixed64(),
+            8 => self.end = fixed64(),
+            _ => {}
+        }
+    }
+
+    fn validate(&self) -> std::result::Result<(), crate::convert::SpanRejection> {
+        match (self.trace.get(), self.span.get(), self.parent.get()) {
+            (Some(trace), Some(span), Some(parent)) => {
+                validate_ids(trace, span, parent, self.start, self.end)
+            }
+            // Longer than 16 bytes: the length is what is wrong.
+            _ => Err(crate::convert::SpanRejection::TraceId(self.trace.len)),
+        }
+    }
+}
+
 fn put_hex(out: &mut Vec<u8>, tag: u32, hex: &[u8]) -> std::result::Result<(), String> {
     if !hex.len().is_multiple_of(2) {
         return Err(format!("not hex: odd number of digits ({})", hex.len()));
@@ -1631,12 +1720,19 @@ mod tests {
             0 => vec![],
             1 => vec![0; len],
             2 => rng.bytes(len / 2),
+            // Longer than any id the span table takes.
+            3 => rng.bytes(len + 9),
             _ => rng.bytes(len),
         }
     }
 
     fn span(rng: &mut Rng) -> Span {
-        let start = 1_772_446_530_123_456_789 + rng.below(1 << 40) as u64;
+        let start = if rng.chance(3) {
+            // Past the span table's signed nanoseconds.
+            u64::MAX - rng.below(1 << 40) as u64
+        } else {
+            1_772_446_530_123_456_789 + rng.below(1 << 40) as u64
+        };
         Span {
             trace_id: id(rng, 16),
             span_id: id(rng, 8),
@@ -1650,12 +1746,12 @@ mod tests {
             name: text(rng, 1),
             kind: rng.below(6) as i32,
             start_time_unix_nano: start,
-            end_time_unix_nano: start + rng.below(1 << 34) as u64,
+            end_time_unix_nano: start.saturating_add(rng.below(1 << 34) as u64),
             attributes: attributes(rng, 12),
             dropped_attributes_count: rng.below(3) as u32,
             events: (0..rng.below(3))
                 .map(|_| span::Event {
-                    time_unix_nano: start + rng.below(1000) as u64,
+                    time_unix_nano: start.saturating_add(rng.below(1000) as u64),
                     name: "gen_ai.content.prompt".into(),
                     attributes: attributes(rng, 3),
                     dropped_attributes_count: rng.below(2) as u32,
@@ -1726,15 +1822,18 @@ mod tests {
     /// structs.
     fn agree(json: &[u8]) -> Option<ExportTraceServiceRequest> {
         let reference = serde_json::from_slice::<ExportTraceServiceRequest>(json);
-        let ours = transcode(json);
+        let ours = transcode_counted(json);
         match (reference, ours) {
-            (Ok(expected), Ok(bytes)) => {
+            (Ok(expected), Ok((bytes, counted))) => {
                 let got = ExportTraceServiceRequest::decode(bytes.as_slice())
                     .expect("the output is protobuf prost decodes");
                 assert_eq!(got, expected, "json {}", String::from_utf8_lossy(json));
-                assert!(
-                    scan_request(&bytes).is_ok(),
-                    "the output passes the wire scan"
+                let scan = scan_request(&bytes).expect("the output passes the wire scan");
+                assert_eq!(
+                    (counted.accepted, counted.rejected),
+                    (scan.accepted, scan.rejected),
+                    "spans counted as the scan counts them, json {}",
+                    String::from_utf8_lossy(json)
                 );
                 Some(got)
             }
