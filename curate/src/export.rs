@@ -126,6 +126,26 @@ async fn query(catalog: &Catalog, sql: &str) -> Result<Vec<RecordBatch>, CurateE
     Ok(catalog.ctx.sql(sql).await?.collect().await?)
 }
 
+/// The ids of the selected traces that satisfy `eligible` (as [`selected_traces`]), in the
+/// same order, without the rest of each trace's row: the `traces` view then computes only the
+/// trace's start and end, not its root, usage and scores.
+pub async fn settled_ids(catalog: &Catalog, eligible: &str) -> Result<Vec<String>, CurateError> {
+    let sql = format!(
+        "SELECT t.trace_id FROM selected s JOIN traces t ON t.trace_id = s.trace_id \
+         WHERE {eligible} ORDER BY t.start_time, t.trace_id"
+    );
+    let mut out = Vec::new();
+    for b in query(catalog, &sql).await? {
+        out.extend(
+            Cols { batch: &b }
+                .strings("trace_id")?
+                .into_iter()
+                .flatten(),
+        );
+    }
+    Ok(out)
+}
+
 /// The selected traces that satisfy `eligible`, a predicate over `traces t` (the settle
 /// window; for a job also the trace start times of its run).
 pub async fn selected_traces(

@@ -24,6 +24,7 @@ pub mod span_store;
 pub mod usage;
 pub mod window;
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -345,7 +346,8 @@ pub async fn export_dataset(
     progress.set_message(format!("settling {} selected traces", combined.len()));
     progress.inc(1);
     select::register_selected(&catalog, &combined)?;
-    tracing::debug!(ms = lap(&mut phase), selected = combined.len(), "rules ran");
+    let selected = combined.len();
+    tracing::debug!(ms = lap(&mut phase), selected, "rules ran");
     let mut eligible = format!("t.end_time <= {}", sql_time(now - settle));
     if let Some(ts) = &trace_starts {
         eligible.push_str(&format!(
@@ -354,14 +356,25 @@ pub async fn export_dataset(
             sql_time(ts.until)
         ));
     }
-    let settled = export::selected_traces(&catalog, &eligible).await?;
-    let not_settled = combined.len() - settled.len();
-    tracing::debug!(
-        ms = lap(&mut phase),
-        settled = settled.len(),
-        "selected traces settled"
-    );
-    let traces = select::sample_and_limit(settled, args.sample, args.seed, args.limit);
+    let (settled, traces) = if args.sample.is_some() || args.limit.is_some() {
+        // Sampled and limited on the ids first: the full rows (root, usage, scores) of
+        // traces the export leaves out are not computed (a `--limit 50000` of 686,107
+        // selected traces settled them all before).
+        let ids = export::settled_ids(&catalog, &eligible).await?;
+        let settled = ids.len();
+        let kept = select::sample_and_limit(ids, args.sample, args.seed, args.limit);
+        if kept.len() < settled {
+            let kept: BTreeSet<String> = kept.into_iter().collect();
+            combined.retain(|id, _| kept.contains(id));
+            select::register_selected(&catalog, &combined)?;
+        }
+        (settled, export::selected_traces(&catalog, &eligible).await?)
+    } else {
+        let traces = export::selected_traces(&catalog, &eligible).await?;
+        (traces.len(), traces)
+    };
+    let not_settled = selected - settled;
+    tracing::debug!(ms = lap(&mut phase), settled, "selected traces settled");
     progress.set_message(format!("exporting {} traces", traces.len()));
     progress.inc(1);
     let mut dataset = manifest::DatasetWriter::create(&out)?;
@@ -382,7 +395,7 @@ pub async fn export_dataset(
             .iter()
             .map(|(r, ids)| (r.clone(), ids.len()))
             .collect(),
-        selected: combined.len(),
+        selected,
         not_settled,
         exported_traces: exported.traces,
         trace_ids: traces.iter().map(|t| t.trace_id.clone()).collect(),

@@ -768,6 +768,78 @@ fn readme_format_examples_pass_their_consumer_checks() -> TestResult {
     Ok(())
 }
 
+/// `--limit` and `--sample` pick among the settled traces (in start order) before the traces'
+/// rows are computed: the summary still counts every selected and unsettled trace, and the
+/// dataset holds, for the traces picked, exactly what the full export holds for them.
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_and_sample_export_what_the_full_export_holds_for_their_traces() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    planted_store(dir.path()).await?;
+    let export = |name: &str, extra: &[&str]| -> TestResult<(serde_json::Value, Vec<String>)> {
+        let out = dir.path().join(name).display().to_string();
+        let mut args = vec!["--where", "llm_calls >= 1", "--json", "--out", &out];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = curate(dir.path(), &args)?;
+        assert_eq!(code, 0, "{stderr}");
+        let lines = std::fs::read_to_string(&out)?
+            .lines()
+            .map(str::to_string)
+            .collect();
+        Ok((serde_json::from_str(&stdout)?, lines))
+    };
+    // The traces of the lines, in order (a trace may give more than one line).
+    let ids = |lines: &[String]| -> TestResult<Vec<String>> {
+        let mut ids: Vec<String> = Vec::new();
+        for l in lines {
+            let v: serde_json::Value = serde_json::from_str(l)?;
+            let id = v["trace_id"].as_str().unwrap_or_default();
+            if ids.last().is_none_or(|last| last != id) {
+                ids.push(id.to_string());
+            }
+        }
+        Ok(ids)
+    };
+    let (full, full_lines) = export("full.jsonl", &[])?;
+    let all = ids(&full_lines)?;
+    assert!(all.len() > 5, "{full}");
+    assert_eq!(full["exported_traces"], all.len(), "{full}");
+    let lines_of = |kept: &[String]| -> Vec<String> {
+        full_lines
+            .iter()
+            .filter(|l| kept.iter().any(|id| l.contains(id.as_str())))
+            .cloned()
+            .collect()
+    };
+    let picks: [(&str, &[&str]); 2] = [
+        ("limited.jsonl", &["--limit", "2"]),
+        ("sampled.jsonl", &["--sample", "3", "--seed", "4"]),
+    ];
+    for (name, extra) in picks {
+        let (summary, lines) = export(name, extra)?;
+        for key in [
+            "selected",
+            "not_settled",
+            "selected_per_rule",
+            "traces_scanned",
+        ] {
+            assert_eq!(summary[key], full[key], "{extra:?} {key}: {summary}");
+        }
+        let kept = ids(&lines)?;
+        let expected = match extra[0] {
+            "--limit" => all[..2].to_vec(),
+            _ => all.iter().filter(|id| kept.contains(id)).cloned().collect(),
+        };
+        assert_eq!(kept.len(), extra[1].parse::<usize>()?, "{summary}");
+        assert_eq!(
+            kept, expected,
+            "{extra:?}: the full export's traces, in its order"
+        );
+        assert_eq!(lines, lines_of(&kept), "{extra:?}: the full export's lines");
+        assert_eq!(summary["exported_traces"], kept.len(), "{summary}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rules_file_sample_and_limit_shape_the_selection() -> TestResult {
     let dir = tempfile::tempdir()?;
