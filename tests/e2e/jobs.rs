@@ -810,17 +810,24 @@ fn round_spans(round: u32) -> Vec<Span> {
     spans
 }
 
+/// [`small_files_store`] of `files` rounds, then round `resent` sent again, as a client that
+/// lost the answer re-sends a request: (spans sent once, copies stored).
+async fn store_with_copies(dir: &Path, files: u32, resent: u32) -> TestResult<(usize, usize)> {
+    let opts = IngestOpts::local(dir);
+    let spans = small_files_store(dir, &opts, files).await?;
+    let resent = round_spans(resent);
+    let copies = resent.len();
+    ingest_spans(dir, &opts, resent).await?;
+    Ok((spans, copies))
+}
+
 /// A client re-sends a request whose answer it lost (OTLP delivery is at least once), so its
 /// spans are stored twice: `spans` and `llm_calls` show both copies until compaction, which
 /// keeps one and reports the copies it dropped; `traces` counts the usage once throughout.
 #[tokio::test(flavor = "multi_thread")]
 async fn compaction_keeps_one_copy_of_spans_delivered_twice() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let opts = IngestOpts::local(dir.path());
-    let spans = small_files_store(dir.path(), &opts, 3).await?;
-    let resent = round_spans(1);
-    let copies = resent.len();
-    ingest_spans(dir.path(), &opts, resent).await?;
+    let (spans, copies) = store_with_copies(dir.path(), 3, 1).await?;
     let store = dir.path().join("store").display().to_string();
     let (code, stdout, stderr) = curate_count(&store, &[])?;
     assert_eq!(code, 0, "{stderr}");
@@ -877,11 +884,7 @@ async fn compaction_keeps_one_copy_of_spans_delivered_twice() -> TestResult {
 #[tokio::test(flavor = "multi_thread")]
 async fn compaction_in_passes_writes_what_one_pass_writes() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let opts = IngestOpts::local(dir.path());
-    let spans = small_files_store(dir.path(), &opts, 4).await?;
-    let resent = round_spans(2);
-    let copies = resent.len();
-    ingest_spans(dir.path(), &opts, resent).await?;
+    let (spans, copies) = store_with_copies(dir.path(), 4, 2).await?;
     let one = dir.path().join("store");
     let passes = dir.path().join("passes");
     copy_tree(&one, &passes)?;
