@@ -40,6 +40,7 @@
 //! canonical protobuf.
 
 use std::fmt;
+use std::ops::Range;
 
 use base64::Engine as _;
 use prost::encoding::{encode_varint, encoded_len_varint};
@@ -1163,9 +1164,9 @@ impl<'a> Transcoder<'a> {
                 _ => Ok(()),
             }
             .map_err(|e| e.in_key(name))?;
-            ids.see(tag, &self.out[before..]);
+            ids.see(tag, &self.out, before);
         }
-        match ids.validate() {
+        match ids.validate(&self.out) {
             Ok(()) => self.spans.accepted += 1,
             Err(_) => self.spans.rejected += 1,
         }
@@ -1480,77 +1481,54 @@ fn unescape(
     Ok(())
 }
 
-/// Writes `hex` (as `const_hex::decode` reads it: even length, either case, optional `0x`)
-/// as bytes field `tag`, unless empty.
-/// A span's ids and times as written, for the span table's checks.
+/// Where a span's ids are in the output and its times, for the span table's checks.
 #[derive(Default)]
 struct SpanIds {
-    trace: Id,
-    span: Id,
-    parent: Id,
+    trace: Range<usize>,
+    span: Range<usize>,
+    parent: Range<usize>,
     start: u64,
     end: u64,
 }
 
-/// An id of up to 16 bytes, or the length of a longer one (refused whatever its bytes).
-#[derive(Default)]
-struct Id {
-    bytes: [u8; 16],
-    len: usize,
-}
-
-impl Id {
-    fn of(field: &[u8]) -> Self {
-        let mut id = Self {
-            bytes: [0; 16],
-            len: field.len(),
-        };
-        if let Some(prefix) = id.bytes.get_mut(..field.len()) {
-            prefix.copy_from_slice(field);
-        }
-        id
-    }
-
-    /// The id, or None when it is longer than any the span table accepts.
-    fn get(&self) -> Option<&[u8]> {
-        self.bytes.get(..self.len)
-    }
-}
-
 impl SpanIds {
-    /// Takes field `tag` of a span from `written`, what writing it added to the output: the
-    /// key and value of a bytes or fixed64 field, or nothing for a default value.
-    fn see(&mut self, tag: u32, written: &[u8]) {
+    /// Takes field `tag` of a span from what writing it appended to `out` after `before`: the
+    /// key and value of a bytes or fixed64 field, or nothing for a default value. The bytes
+    /// stay where they are until the span is done: only messages nested after them move.
+    fn see(&mut self, tag: u32, out: &[u8], before: usize) {
         // Keys of fields 1-15 take one byte.
-        let Some(value) = written.get(1..) else {
+        let Some(value) = out.get(before + 1..) else {
             return;
         };
         let bytes = || {
-            let mut value = value;
-            prost::encoding::decode_varint(&mut value).map_or(&[][..], |_| value)
+            let mut rest = value;
+            let _ = prost::encoding::decode_varint(&mut rest);
+            out.len() - rest.len()..out.len()
         };
         let fixed64 = || value.try_into().map_or(0, u64::from_le_bytes);
         match tag {
-            1 => self.trace = Id::of(bytes()),
-            2 => self.span = Id::of(bytes()),
-            4 => self.parent = Id::of(bytes()),
+            1 => self.trace = bytes(),
+            2 => self.span = bytes(),
+            4 => self.parent = bytes(),
             7 => self.start = fixed64(),
             8 => self.end = fixed64(),
             _ => {}
         }
     }
 
-    fn validate(&self) -> std::result::Result<(), crate::convert::SpanRejection> {
-        match (self.trace.get(), self.span.get(), self.parent.get()) {
-            (Some(trace), Some(span), Some(parent)) => {
-                validate_ids(trace, span, parent, self.start, self.end)
-            }
-            // Longer than 16 bytes: the length is what is wrong.
-            _ => Err(crate::convert::SpanRejection::TraceId(self.trace.len)),
-        }
+    fn validate(&self, out: &[u8]) -> std::result::Result<(), crate::convert::SpanRejection> {
+        validate_ids(
+            &out[self.trace.clone()],
+            &out[self.span.clone()],
+            &out[self.parent.clone()],
+            self.start,
+            self.end,
+        )
     }
 }
 
+/// Writes `hex` (as `const_hex::decode` reads it: even length, either case, optional `0x`)
+/// as bytes field `tag`, unless empty.
 fn put_hex(out: &mut Vec<u8>, tag: u32, hex: &[u8]) -> std::result::Result<(), String> {
     if !hex.len().is_multiple_of(2) {
         return Err(format!("not hex: odd number of digits ({})", hex.len()));
