@@ -791,14 +791,12 @@ async fn write_target(
     for source in &sources {
         keys.push(source.keys()?);
     }
-    let key = |i: usize| {
-        concat(
-            &keys
-                .iter()
-                .map(|k| k.column(i).as_ref())
-                .collect::<Vec<_>>(),
-        )
-    };
+    let rows: Vec<(usize, usize)> = keys
+        .iter()
+        .enumerate()
+        .flat_map(|(b, k)| (0..k[0].len()).map(move |r| (b, r)))
+        .collect();
+    let key = |i: usize| concat(&keys.iter().map(|k| k[i].as_ref()).collect::<Vec<_>>());
     let (trace, start, span) = (key(0)?, key(1)?, key(2)?);
     drop(keys);
     let order = lexsort_to_indices(
@@ -808,16 +806,6 @@ async fn write_target(
         }),
         None,
     )?;
-    let mut rows = Vec::with_capacity(trace.len());
-    for (b, source) in sources.iter().enumerate() {
-        rows.extend((0..source.rows()?).map(|r| (b, r)));
-    }
-    if rows.len() != trace.len() {
-        return Err(CurateError::JobFailed(format!(
-            "{}: the sources' key columns and row counts disagree",
-            group.target
-        )));
-    }
     let (kept, copies) = without_copies(&order, &trace, &span, &rows)?;
     drop((order, trace, span, rows));
 
@@ -826,7 +814,7 @@ async fn write_target(
         .map(Source::decoded_bytes_per_row)
         .transpose()?
         .map_or(1, |per_row| {
-            (per_row * kept.len() as u64).div_ceil(memory.max(1)).max(1)
+            (per_row * kept.len() as u64).div_ceil(memory).max(1)
         });
     if passes > 1 {
         tracing::info!(
@@ -846,32 +834,22 @@ async fn write_target(
         for &(b, r) in range {
             wanted[b].push(r);
         }
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        let mut first_batch = Vec::with_capacity(sources.len());
-        let mut ends: Vec<Vec<usize>> = Vec::with_capacity(sources.len());
+        let mut read = Vec::with_capacity(sources.len());
         for (source, rows) in sources.iter().zip(&mut wanted) {
             rows.sort_unstable();
-            first_batch.push(batches.len());
-            let mut end = 0;
-            let mut source_ends = Vec::new();
-            for batch in source.read(rows)? {
-                end += batch.num_rows();
-                source_ends.push(end);
-                batches.push(batch);
-            }
-            ends.push(source_ends);
+            read.push(source.read(rows)?);
         }
-        // (source, row in file) -> (batch, row in batch) among the rows read.
-        let mut at = Vec::with_capacity(range.len());
-        for &(b, r) in range {
-            let rank = wanted[b].binary_search(&r).map_err(|_| {
-                CurateError::JobFailed(format!("{}: a sorted row was not read", group.target))
-            })?;
-            let i = ends[b].partition_point(|&end| end <= rank);
-            let start = if i == 0 { 0 } else { ends[b][i - 1] };
-            at.push((first_batch[b] + i, rank - start));
-        }
-        let read: Vec<&RecordBatch> = batches.iter().collect();
+        // (source, row in file) -> (source, row among those read).
+        let at = range
+            .iter()
+            .map(|&(b, r)| {
+                let rank = wanted[b].binary_search(&r).map_err(|_| {
+                    CurateError::JobFailed(format!("{}: a sorted row was not read", group.target))
+                })?;
+                Ok((b, rank))
+            })
+            .collect::<Result<Vec<_>, CurateError>>()?;
+        let read: Vec<&RecordBatch> = read.iter().collect();
         for slice in at.chunks(WRITE_SLICE_ROWS) {
             let part = interleave_record_batch(&read, slice)?;
             let part = RecordBatch::try_new(schema.clone(), part.columns().to_vec())?;
@@ -909,12 +887,8 @@ impl Source<'_> {
         ParquetRecordBatchReaderBuilder::try_new(self.bytes.clone()).map_err(|e| self.failed(e))
     }
 
-    fn rows(&self) -> Result<usize, CurateError> {
-        Ok(self.reader()?.metadata().file_metadata().num_rows().max(0) as usize)
-    }
-
     /// The sort keys of every row: trace id, start time, span id.
-    fn keys(&self) -> Result<RecordBatch, CurateError> {
+    fn keys(&self) -> Result<[ArrayRef; 3], CurateError> {
         use schemas::columns::{SPAN_ID, START_TIME, TRACE_ID};
         let builder = self.reader()?;
         let mask =
@@ -935,11 +909,7 @@ impl Source<'_> {
                 CurateError::JobFailed(format!("span file {} without column {name}", self.name))
             })
         };
-        Ok(RecordBatch::try_from_iter([
-            (TRACE_ID, column(TRACE_ID)?),
-            (START_TIME, column(START_TIME)?),
-            (SPAN_ID, column(SPAN_ID)?),
-        ])?)
+        Ok([column(TRACE_ID)?, column(START_TIME)?, column(SPAN_ID)?])
     }
 
     /// Memory a decoded row takes, from the first rows of the file.
@@ -958,11 +928,8 @@ impl Source<'_> {
         }))
     }
 
-    /// The rows at `rows` (sorted), every column.
-    fn read(&self, rows: &[usize]) -> Result<Vec<RecordBatch>, CurateError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// The rows at `rows` (sorted), every column, as one batch.
+    fn read(&self, rows: &[usize]) -> Result<RecordBatch, CurateError> {
         let mut selectors = Vec::new();
         let mut next = 0;
         for &r in rows {
@@ -975,14 +942,20 @@ impl Source<'_> {
             }
             next = r + 1;
         }
-        self.reader()?
+        let reader = self
+            .reader()?
             .with_row_selection(RowSelection::from(selectors))
             .with_row_selection_policy(RowSelectionPolicy::Selectors)
-            .with_batch_size(WRITE_SLICE_ROWS)
+            .with_batch_size(rows.len().max(1))
             .build()
-            .map_err(|e| self.failed(e))?
+            .map_err(|e| self.failed(e))?;
+        let schema = datafusion::arrow::array::RecordBatchReader::schema(&reader);
+        let batches = reader
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(e))?;
+        Ok(datafusion::arrow::compute::concat_batches(
+            &schema, &batches,
+        )?)
     }
 }
 
