@@ -126,16 +126,21 @@ async fn query(catalog: &Catalog, sql: &str) -> Result<Vec<RecordBatch>, CurateE
     Ok(catalog.ctx.sql(sql).await?.collect().await?)
 }
 
+/// `columns` of the selected traces (`traces t`, `selected s`) that satisfy `eligible`, in
+/// start order.
+fn settled_sql(columns: &str, eligible: &str) -> String {
+    format!(
+        "SELECT {columns} FROM selected s JOIN traces t ON t.trace_id = s.trace_id \
+         WHERE {eligible} ORDER BY t.start_time, t.trace_id"
+    )
+}
+
 /// The ids of the selected traces that satisfy `eligible` (as [`selected_traces`]), in the
 /// same order, without the rest of each trace's row: the `traces` view then computes only the
 /// trace's start and end, not its root, usage and scores.
 pub async fn settled_ids(catalog: &Catalog, eligible: &str) -> Result<Vec<String>, CurateError> {
-    let sql = format!(
-        "SELECT t.trace_id FROM selected s JOIN traces t ON t.trace_id = s.trace_id \
-         WHERE {eligible} ORDER BY t.start_time, t.trace_id"
-    );
     let mut out = Vec::new();
-    for b in query(catalog, &sql).await? {
+    for b in query(catalog, &settled_sql("t.trace_id", eligible)).await? {
         out.extend(
             Cols { batch: &b }
                 .strings("trace_id")?
@@ -152,12 +157,11 @@ pub async fn selected_traces(
     catalog: &Catalog,
     eligible: &str,
 ) -> Result<Vec<TraceRow>, CurateError> {
-    let sql = format!(
-        "SELECT t.trace_id, t.tenant, t.root_span_id, t.root_name, t.root_service, \
+    let sql = settled_sql(
+        "t.trace_id, t.tenant, t.root_span_id, t.root_name, t.root_service, \
          arrow_cast(t.start_time, 'Int64') AS start_ns, t.root_duration_ns, t.has_error, \
-         t.input_tokens, t.output_tokens, t.cost_usd, t.session_id, t.user_id, s.rules \
-         FROM selected s JOIN traces t ON t.trace_id = s.trace_id \
-         WHERE {eligible} ORDER BY t.start_time, t.trace_id"
+         t.input_tokens, t.output_tokens, t.cost_usd, t.session_id, t.user_id, s.rules",
+        eligible,
     );
     let mut out = Vec::new();
     for b in query(catalog, &sql).await? {

@@ -787,14 +787,17 @@ async fn limit_and_sample_export_what_the_full_export_holds_for_their_traces() -
             .collect();
         Ok((serde_json::from_str(&stdout)?, lines))
     };
+    let trace_of = |line: &str| -> TestResult<String> {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        Ok(v["trace_id"].as_str().unwrap_or_default().to_string())
+    };
     // The traces of the lines, in order (a trace may give more than one line).
     let ids = |lines: &[String]| -> TestResult<Vec<String>> {
         let mut ids: Vec<String> = Vec::new();
         for l in lines {
-            let v: serde_json::Value = serde_json::from_str(l)?;
-            let id = v["trace_id"].as_str().unwrap_or_default();
-            if ids.last().is_none_or(|last| last != id) {
-                ids.push(id.to_string());
+            let id = trace_of(l)?;
+            if ids.last() != Some(&id) {
+                ids.push(id);
             }
         }
         Ok(ids)
@@ -803,12 +806,14 @@ async fn limit_and_sample_export_what_the_full_export_holds_for_their_traces() -
     let all = ids(&full_lines)?;
     assert!(all.len() > 5, "{full}");
     assert_eq!(full["exported_traces"], all.len(), "{full}");
-    let lines_of = |kept: &[String]| -> Vec<String> {
-        full_lines
-            .iter()
-            .filter(|l| kept.iter().any(|id| l.contains(id.as_str())))
-            .cloned()
-            .collect()
+    let lines_of = |kept: &[String]| -> TestResult<Vec<String>> {
+        let mut lines = Vec::new();
+        for l in &full_lines {
+            if kept.contains(&trace_of(l)?) {
+                lines.push(l.clone());
+            }
+        }
+        Ok(lines)
     };
     let picks: [(&str, &[&str]); 2] = [
         ("limited.jsonl", &["--limit", "2"]),
@@ -834,7 +839,11 @@ async fn limit_and_sample_export_what_the_full_export_holds_for_their_traces() -
             kept, expected,
             "{extra:?}: the full export's traces, in its order"
         );
-        assert_eq!(lines, lines_of(&kept), "{extra:?}: the full export's lines");
+        assert_eq!(
+            lines,
+            lines_of(&kept)?,
+            "{extra:?}: the full export's lines"
+        );
         assert_eq!(summary["exported_traces"], kept.len(), "{summary}");
     }
     Ok(())
