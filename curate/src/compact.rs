@@ -893,16 +893,7 @@ impl Source<'_> {
         let builder = self.reader()?;
         let mask =
             ProjectionMask::columns(builder.parquet_schema(), [TRACE_ID, START_TIME, SPAN_ID]);
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(|e| self.failed(e))?;
-        let schema = datafusion::arrow::array::RecordBatchReader::schema(&reader);
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.failed(e))?;
-        let keys = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+        let keys = self.read_all(builder.with_projection(mask).with_batch_size(64 * 1024))?;
         // In the order the sort wants, whatever the file's column order.
         let column = |name: &str| {
             keys.column_by_name(name).cloned().ok_or_else(|| {
@@ -914,18 +905,12 @@ impl Source<'_> {
 
     /// Memory a decoded row takes, from the first rows of the file.
     fn decoded_bytes_per_row(&self) -> Result<u64, CurateError> {
-        let sample = self
-            .reader()?
-            .with_batch_size(SAMPLE_ROWS)
-            .with_limit(SAMPLE_ROWS)
-            .build()
-            .map_err(|e| self.failed(e))?
-            .next()
-            .transpose()
-            .map_err(|e| self.failed(e))?;
-        Ok(sample.map_or(0, |b| {
-            (b.get_array_memory_size() / b.num_rows().max(1)) as u64
-        }))
+        let sample = self.read_all(
+            self.reader()?
+                .with_batch_size(SAMPLE_ROWS)
+                .with_limit(SAMPLE_ROWS),
+        )?;
+        Ok((sample.get_array_memory_size() / sample.num_rows().max(1)) as u64)
     }
 
     /// The rows at `rows` (sorted), every column, as one batch.
@@ -942,13 +927,20 @@ impl Source<'_> {
             }
             next = r + 1;
         }
-        let reader = self
-            .reader()?
-            .with_row_selection(RowSelection::from(selectors))
-            .with_row_selection_policy(RowSelectionPolicy::Selectors)
-            .with_batch_size(rows.len().max(1))
-            .build()
-            .map_err(|e| self.failed(e))?;
+        self.read_all(
+            self.reader()?
+                .with_row_selection(RowSelection::from(selectors))
+                .with_row_selection_policy(RowSelectionPolicy::Selectors)
+                .with_batch_size(rows.len().max(1)),
+        )
+    }
+
+    /// What `builder` reads, as one batch (a single batch read is not copied).
+    fn read_all(
+        &self,
+        builder: ParquetRecordBatchReaderBuilder<Bytes>,
+    ) -> Result<RecordBatch, CurateError> {
+        let reader = builder.build().map_err(|e| self.failed(e))?;
         let schema = datafusion::arrow::array::RecordBatchReader::schema(&reader);
         let batches = reader
             .collect::<Result<Vec<_>, _>>()
