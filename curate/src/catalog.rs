@@ -228,6 +228,9 @@ FROM (
 /// are the same for every root that ties on start and duration, so they are taken without the
 /// span ids: a query of root durations (`slow`) does not read that column.
 ///
+/// `last_span_start` is when its last span started: with `start_time`, it bounds the start
+/// times (and so the hour partitions) of its spans, whose ends may come before their starts.
+///
 /// `scores`: per (trace, metric) the latest score span wins (by its start, then span id); a
 /// trace judged per LLM call takes the latest over all its spans. The map's keys are in
 /// metric order. `scored` is grouped by trace id, so the optimizer removes its LEFT JOIN from
@@ -236,6 +239,7 @@ FROM (
 const TRACES_VIEW: &str = "CREATE VIEW traces AS
 WITH agg AS (
   SELECT trace_id, max(tenant) AS tenant, min(start_time) AS start_time, max(end_time) AS end_time,
+    max(start_time) AS last_span_start,
     count(*) AS span_count, bool_or(status_code = 'ERROR') AS has_error,
     max(session_id) AS session_id, max(user_id) AS user_id,
     earliest_value(span_id, start_time, duration_ns, span_id) FILTER (WHERE parent_span_id IS NULL) AS root_span_id,
@@ -256,7 +260,7 @@ scored AS (
   FROM latest GROUP BY trace_id
 )
 SELECT a.trace_id, a.tenant, a.root_span_id, a.root_name, a.root_service,
-  a.start_time, a.end_time,
+  a.start_time, a.end_time, a.last_span_start,
   arrow_cast(a.end_time, 'Int64') - arrow_cast(a.start_time, 'Int64') AS duration_ns,
   coalesce(a.root_start, a.start_time) AS root_start, coalesce(a.root_end, a.end_time) AS root_end,
   coalesce(a.root_duration_ns, arrow_cast(a.end_time, 'Int64') - arrow_cast(a.start_time, 'Int64')) AS root_duration_ns,

@@ -24,6 +24,7 @@ use crate::cli::{Format, Per};
 use crate::error::CurateError;
 use crate::extract::Message;
 use crate::manifest::DatasetWriter;
+use crate::window::Window;
 
 /// Column reader over query results, casting to the expected type.
 struct Cols<'a> {
@@ -75,6 +76,8 @@ pub struct TraceRow {
     pub root_name: Option<String>,
     pub root_service: Option<String>,
     pub start_ns: i64,
+    /// The start of its latest-starting span.
+    pub last_start_ns: i64,
     pub root_duration_ns: i64,
     pub has_error: bool,
     pub input_tokens: i64,
@@ -159,7 +162,8 @@ pub async fn selected_traces(
 ) -> Result<Vec<TraceRow>, CurateError> {
     let sql = settled_sql(
         "t.trace_id, t.tenant, t.root_span_id, t.root_name, t.root_service, \
-         arrow_cast(t.start_time, 'Int64') AS start_ns, t.root_duration_ns, t.has_error, \
+         arrow_cast(t.start_time, 'Int64') AS start_ns, arrow_cast(t.last_span_start, 'Int64') AS last_start_ns, \
+         t.root_duration_ns, t.has_error, \
          t.input_tokens, t.output_tokens, t.cost_usd, t.session_id, t.user_id, s.rules",
         eligible,
     );
@@ -173,8 +177,9 @@ pub async fn selected_traces(
             c.strings("root_name")?,
             c.strings("root_service")?,
         );
-        let (start, dur, err) = (
+        let (start, last, dur, err) = (
             c.ints("start_ns")?,
+            c.ints("last_start_ns")?,
             c.ints("root_duration_ns")?,
             c.bools("has_error")?,
         );
@@ -196,6 +201,7 @@ pub async fn selected_traces(
                 root_name: name[i].clone(),
                 root_service: service[i].clone(),
                 start_ns: start[i].unwrap_or(0),
+                last_start_ns: last[i].unwrap_or(0),
                 root_duration_ns: dur[i].unwrap_or(0),
                 has_error: err[i].unwrap_or(false),
                 input_tokens: inp[i].unwrap_or(0),
@@ -216,13 +222,18 @@ pub async fn selected_traces(
 }
 
 /// The LLM calls of the export's traces, by trace (in the traces' order), then start and
-/// span id; the rank is the trace's position.
-const CALLS_SQL: &str = "SELECT e.rank, l.trace_id, l.span_id, l.parent_span_id, l.service_name, \
-    arrow_cast(l.start_time, 'Int64') AS start_ns, l.duration_ns, l.status_code, l.model, \
-    l.input_tokens, l.output_tokens, l.cost_usd, l.system_prompt, l.input_messages, \
-    l.output_messages, l.context \
-    FROM export_traces e JOIN llm_calls l ON l.trace_id = e.trace_id \
-    ORDER BY e.rank, l.start_time, l.span_id";
+/// span id; the rank is the trace's position. `spans` is the window of their start times.
+fn calls_sql(spans: &Window) -> String {
+    format!(
+        "SELECT e.rank, l.trace_id, l.span_id, l.parent_span_id, l.service_name, \
+         arrow_cast(l.start_time, 'Int64') AS start_ns, l.duration_ns, l.status_code, l.model, \
+         l.input_tokens, l.output_tokens, l.cost_usd, l.system_prompt, l.input_messages, \
+         l.output_messages, l.context \
+         FROM export_traces e JOIN (SELECT * FROM llm_calls WHERE {}) l ON l.trace_id = e.trace_id \
+         ORDER BY e.rank, l.start_time, l.span_id",
+        spans.predicate()
+    )
+}
 
 fn call_rows(b: &RecordBatch) -> Result<Vec<(i64, CallRow)>, CurateError> {
     let c = Cols { batch: b };
@@ -277,13 +288,28 @@ fn call_rows(b: &RecordBatch) -> Result<Vec<(i64, CallRow)>, CurateError> {
 }
 
 /// Documents of retrieval spans (not LLM calls) of the export's traces, by trace (in the
-/// traces' order), in start order.
-fn context_sql() -> String {
-    "SELECT e.rank, llm_io(sp.attributes, sp.events)['context'] AS context \
-        FROM export_traces e JOIN spans sp ON sp.trace_id = e.trace_id \
-        WHERE sp.attributes['retrieval.documents.0.document.content'] IS NOT NULL \
-        AND NOT coalesce({IS_LLM_CALL}, false) ORDER BY e.rank, sp.start_time"
-        .replace("{IS_LLM_CALL}", crate::catalog::IS_LLM_CALL)
+/// traces' order), in start order. `spans` is the window of their start times.
+fn context_sql(spans: &Window) -> String {
+    format!(
+        "SELECT e.rank, llm_io(sp.attributes, sp.events)['context'] AS context \
+         FROM export_traces e JOIN (SELECT * FROM spans WHERE {}) sp ON sp.trace_id = e.trace_id \
+         WHERE sp.attributes['retrieval.documents.0.document.content'] IS NOT NULL \
+         AND NOT coalesce({}, false) ORDER BY e.rank, sp.start_time",
+        spans.predicate(),
+        crate::catalog::IS_LLM_CALL
+    )
+}
+
+/// The window of the start times of the spans of `traces`: from the first span's start to the
+/// last's, which skips the hour partitions (and files) that hold none of them.
+fn span_window(traces: &[TraceRow]) -> Window {
+    let at = chrono::DateTime::from_timestamp_nanos;
+    let first = traces.iter().map(|t| t.start_ns).min().unwrap_or(0);
+    let last = traces.iter().map(|t| t.last_start_ns).max().unwrap_or(0);
+    Window {
+        since: Some(at(first)),
+        until: Some(at(last.saturating_add(1))),
+    }
 }
 
 fn context_rows(b: &RecordBatch) -> Result<Vec<(i64, Vec<String>)>, CurateError> {
@@ -304,6 +330,8 @@ struct Ranked<T> {
     rows: VecDeque<(i64, T)>,
     convert: Convert<T>,
     done: bool,
+    /// Memory of the result batches read so far.
+    bytes: usize,
 }
 
 impl<T> Ranked<T> {
@@ -313,6 +341,7 @@ impl<T> Ranked<T> {
             rows: VecDeque::new(),
             convert,
             done: false,
+            bytes: 0,
         })
     }
 
@@ -334,7 +363,11 @@ impl<T> Ranked<T> {
                 return Ok(out);
             }
             match self.stream.next().await {
-                Some(batch) => self.rows.extend((self.convert)(&batch?)?),
+                Some(batch) => {
+                    let batch = batch?;
+                    self.bytes += batch.get_array_memory_size();
+                    self.rows.extend((self.convert)(&batch)?);
+                }
                 None => self.done = true,
             }
         }
@@ -698,11 +731,21 @@ fn input_key(input: &[Message]) -> u128 {
     (u128::from(half(0)) << 64) | u128::from(half(1))
 }
 
-/// Writes the dataset lines of `traces`, in their order, to `out` a trace at a time. The
-/// calls and retrieved context come from two queries sorted by the trace's position, so
-/// besides those queries' sort buffers, memory holds one trace's rows, not the dataset
-/// (holding it took ~5.6x the dataset's size, BENCHMARKS.md 2026-12-06). Repeated inputs
-/// (`--per call`) are written once: the first.
+/// What the queries of one chunk of an export may return, about: their sorts hold it (and
+/// the Arrow arrays it is read into about as much again).
+const CHUNK_BYTES: usize = 64 << 20;
+
+/// Traces in an export's first chunk, before their size is known.
+const FIRST_CHUNK_TRACES: usize = 128;
+
+/// Writes the dataset lines of `traces`, in their order, to `out`. Repeated inputs (`--per
+/// call`) are written once: the first.
+///
+/// The traces go in chunks of consecutive traces. A chunk's calls and retrieved context come
+/// from two queries sorted by the trace's position, so memory holds one chunk's rows, not the
+/// dataset: sorting every call of a 686,107-trace export at once peaked at 8 GB (BENCHMARKS.md,
+/// twelfth session). Each chunk holds as many traces as [`CHUNK_BYTES`] fits at the
+/// previous chunks' bytes per trace, growing at most 4x from one chunk to the next.
 pub async fn export(
     catalog: &Catalog,
     traces: &[TraceRow],
@@ -710,19 +753,58 @@ pub async fn export(
     per: Per,
     out: &mut DatasetWriter,
 ) -> Result<Exported, CurateError> {
-    register_order(catalog, traces.iter().map(|t| t.trace_id.as_str()))?;
-    let mut calls_of = Ranked::open(catalog, CALLS_SQL, call_rows).await?;
-    let mut context_of = Ranked::open(catalog, &context_sql(), context_rows).await?;
+    let chunks = (FIRST_CHUNK_TRACES, CHUNK_BYTES);
+    export_in_chunks(catalog, traces, format, per, out, chunks).await
+}
+
+/// [`export`] with a first chunk of `first` traces, then chunks of about `chunk_bytes`.
+async fn export_in_chunks(
+    catalog: &Catalog,
+    traces: &[TraceRow],
+    format: Format,
+    per: Per,
+    out: &mut DatasetWriter,
+    (first, chunk_bytes): (usize, usize),
+) -> Result<Exported, CurateError> {
     let mut seen = HashSet::new();
     let mut empty = 0;
-    for (rank, t) in (0i64..).zip(traces) {
+    let (mut done, mut size) = (0, first.max(1));
+    while done < traces.len() {
+        let chunk = &traces[done..traces.len().min(done + size)];
+        let bytes = export_chunk(catalog, chunk, format, per, out, &mut seen, &mut empty).await?;
+        done += chunk.len();
+        tracing::debug!(traces = chunk.len(), bytes, done, "export chunk written");
+        let per_trace = (bytes / chunk.len()).max(1);
+        size = (chunk_bytes / per_trace).clamp(1, size.saturating_mul(4));
+    }
+    Ok(Exported {
+        traces: traces.len(),
+        calls_without_content: empty,
+    })
+}
+
+/// Writes the lines of `chunk` (see [`export`]) and returns the bytes its queries returned.
+async fn export_chunk(
+    catalog: &Catalog,
+    chunk: &[TraceRow],
+    format: Format,
+    per: Per,
+    out: &mut DatasetWriter,
+    seen: &mut HashSet<u128>,
+    empty: &mut usize,
+) -> Result<usize, CurateError> {
+    register_order(catalog, chunk.iter().map(|t| t.trace_id.as_str()))?;
+    let window = span_window(chunk);
+    let mut calls_of = Ranked::open(catalog, &calls_sql(&window), call_rows).await?;
+    let mut context_of = Ranked::open(catalog, &context_sql(&window), context_rows).await?;
+    for (rank, t) in (0i64..).zip(chunk) {
         let mut rows = calls_of.take(rank).await?;
         // A span stored twice (an OTLP client's retry after a lost answer) is one call: its
         // copies have the same ids and sort next to each other.
         rows.dedup_by(|a, b| a.span_id == b.span_id);
         let context = context_of.take(rank).await?.concat();
         let (items, e) = trace_items(t, calls(rows), context, per);
-        empty += e;
+        *empty += e;
         for item in items {
             if per == Per::Call && !seen.insert(input_key(&item.input)) {
                 continue;
@@ -730,10 +812,7 @@ pub async fn export(
             out.line(&line(&item, format)?)?;
         }
     }
-    Ok(Exported {
-        traces: traces.len(),
-        calls_without_content: empty,
-    })
+    Ok(calls_of.bytes + context_of.bytes)
 }
 
 #[cfg(test)]
@@ -942,7 +1021,7 @@ mod join_sides {
         // As many selected traces as the export that failed; the store has 40 of them.
         let ids: Vec<String> = (1..=50_000u32).map(|n| format!("{n:032x}")).collect();
         register_order(&catalog, ids.iter().map(String::as_str))?;
-        for sql in [CALLS_SQL.to_string(), context_sql()] {
+        for sql in [calls_sql(&Window::ALL), context_sql(&Window::ALL)] {
             let plan = catalog.ctx.sql(&sql).await?.create_physical_plan().await?;
             let plan = displayable(plan.as_ref()).indent(true).to_string();
             // A hash join's first input is the side it builds its table from.
@@ -956,6 +1035,148 @@ mod join_sides {
             assert!(
                 !build.contains("parquet"),
                 "the join holds the store's spans: {plan}"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Exports in chunks write what one chunk writes, spans in later hour partitions included.
+#[cfg(test)]
+mod chunks {
+    use std::collections::BTreeMap;
+
+    use schemas::opentelemetry_proto::tonic::trace::v1::Span;
+
+    use super::*;
+    use crate::test_store::text;
+
+    const MINUTE: u64 = 60_000_000_000;
+    /// 2026-02-25T06:00:00Z.
+    const HOUR_START: u64 = 1_771_999_200_000_000_000;
+
+    /// Twelve traces 25 minutes apart from 06:40, each a root, a retrieval and a chat call;
+    /// traces 3 and 7 have a second call that starts 70 minutes into the trace, in a later hour
+    /// partition, and ends before it starts (after the trace's every other end).
+    fn store(dir: &std::path::Path) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let mut spans = Vec::new();
+        let mut ids = Vec::new();
+        for n in 0u8..12 {
+            let at = HOUR_START + 40 * MINUTE + u64::from(n) * 25 * MINUTE;
+            let span = |id: u8, name: &str, start: u64, end: u64, attributes| Span {
+                trace_id: vec![n + 1; 16],
+                span_id: vec![id; 8],
+                parent_span_id: if id == 1 { vec![] } else { vec![1; 8] },
+                name: name.into(),
+                start_time_unix_nano: at + start,
+                end_time_unix_nano: at + end,
+                attributes,
+                ..Default::default()
+            };
+            let chat = |input: String| {
+                vec![
+                    text("gen_ai.operation.name", "chat"),
+                    text(
+                        "gen_ai.input.messages",
+                        &format!(
+                            r#"[{{"role":"user","parts":[{{"type":"text","content":"{input}"}}]}}]"#
+                        ),
+                    ),
+                ]
+            };
+            spans.push(span(1, "handle", 0, 10 * MINUTE, vec![]));
+            let doc = text(
+                "retrieval.documents.0.document.content",
+                &format!("doc {n}"),
+            );
+            spans.push(span(2, "retrieve", MINUTE, 2 * MINUTE, vec![doc]));
+            spans.push(span(
+                3,
+                "chat",
+                3 * MINUTE,
+                4 * MINUTE,
+                chat(format!("question {n}")),
+            ));
+            if n == 3 || n == 7 {
+                spans.push(span(
+                    4,
+                    "chat",
+                    70 * MINUTE,
+                    69 * MINUTE,
+                    chat(format!("late {n}")),
+                ));
+            }
+            ids.push(format!("{:02x}", n + 1).repeat(16));
+        }
+        crate::test_store::write(dir, spans)?;
+        Ok(ids)
+    }
+
+    async fn export_with(
+        catalog: &Catalog,
+        traces: &[TraceRow],
+        out: &std::path::Path,
+        chunks: (usize, usize),
+    ) -> Result<String, Box<dyn std::error::Error>> {
+        let mut dataset = DatasetWriter::create(out)?;
+        export_in_chunks(
+            catalog,
+            traces,
+            Format::Items,
+            Per::Call,
+            &mut dataset,
+            chunks,
+        )
+        .await?;
+        dataset.finish()?;
+        Ok(std::fs::read_to_string(out)?)
+    }
+
+    #[tokio::test]
+    async fn chunk_by_chunk_writes_what_one_chunk_writes() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let ids = store(&dir.path().join("store"))?;
+        let catalog = crate::test_store::open(&dir.path().join("store")).await?;
+        let selected: BTreeMap<String, Vec<String>> = ids
+            .iter()
+            .map(|id| (id.clone(), vec!["all".into()]))
+            .collect();
+        crate::select::register_selected(&catalog, &selected)?;
+        let traces = selected_traces(&catalog, "TRUE").await?;
+        assert_eq!(traces.len(), 12);
+
+        let whole = export_with(
+            &catalog,
+            &traces,
+            &dir.path().join("one.jsonl"),
+            (100, 1 << 30),
+        )
+        .await?;
+        // A chunk per trace: 1 byte fits none, so every chunk holds one.
+        let chunked =
+            export_with(&catalog, &traces, &dir.path().join("many.jsonl"), (1, 1)).await?;
+        assert_eq!(chunked, whole);
+
+        let lines: Vec<serde_json::Value> = whole
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        assert_eq!(lines.len(), 14, "12 calls and 2 late ones: {whole}");
+        for n in 0..12 {
+            assert!(
+                whole.contains(&format!("question {n}")),
+                "call of trace {n}: {whole}"
+            );
+            assert!(
+                whole.contains(&format!("doc {n}")),
+                "context of trace {n}: {whole}"
+            );
+        }
+        for n in [3, 7] {
+            assert!(
+                whole.contains(&format!("late {n}")),
+                "late call of trace {n}: {whole}"
             );
         }
         Ok(())
