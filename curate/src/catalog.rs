@@ -432,6 +432,22 @@ pub fn session_config() -> Result<SessionConfig, CurateError> {
     Ok(options.into())
 }
 
+/// Registers (or replaces) an in-memory table `name` of one batch of `columns` in `ctx`.
+pub fn register_batch(
+    ctx: &SessionContext,
+    name: &str,
+    columns: Vec<(&str, ArrayRef)>,
+) -> Result<(), CurateError> {
+    let batch =
+        RecordBatch::try_from_iter(columns).map_err(datafusion::error::DataFusionError::from)?;
+    let _ = ctx.deregister_table(name)?;
+    ctx.register_table(
+        name,
+        Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?),
+    )?;
+    Ok(())
+}
+
 impl Catalog {
     /// Registers (or replaces) an in-memory table `name` of one batch of `columns`.
     pub fn register_batch(
@@ -439,14 +455,7 @@ impl Catalog {
         name: &str,
         columns: Vec<(&str, ArrayRef)>,
     ) -> Result<(), CurateError> {
-        let batch = RecordBatch::try_from_iter(columns)
-            .map_err(datafusion::error::DataFusionError::from)?;
-        let _ = self.ctx.deregister_table(name)?;
-        self.ctx.register_table(
-            name,
-            Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?),
-        )?;
-        Ok(())
+        register_batch(&self.ctx, name, columns)
     }
 
     /// Registers the store's span table and the views over `opts.window`.

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use futures::StreamExt;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
@@ -324,29 +325,25 @@ fn context_rows(b: &RecordBatch) -> Result<Vec<(i64, Vec<String>)>, CurateError>
 /// Reads one result batch as (rank, row) pairs.
 type Convert<T> = fn(&RecordBatch) -> Result<Vec<(i64, T)>, CurateError>;
 
-/// Rows of a query sorted by `rank`, read a batch at a time and handed out a rank at a time.
+/// Rows of a query sorted by `rank`, converted a batch at a time and handed out a rank at a
+/// time.
 struct Ranked<T> {
-    stream: datafusion::physical_plan::SendableRecordBatchStream,
+    batches: std::vec::IntoIter<RecordBatch>,
     rows: VecDeque<(i64, T)>,
     convert: Convert<T>,
-    done: bool,
-    /// Memory of the result batches read so far.
-    bytes: usize,
 }
 
 impl<T> Ranked<T> {
-    async fn open(catalog: &Catalog, sql: &str, convert: Convert<T>) -> Result<Self, CurateError> {
-        Ok(Self {
-            stream: catalog.ctx.sql(sql).await?.execute_stream().await?,
+    fn new(batches: Vec<RecordBatch>, convert: Convert<T>) -> Self {
+        Self {
+            batches: batches.into_iter(),
             rows: VecDeque::new(),
             convert,
-            done: false,
-            bytes: 0,
-        })
+        }
     }
 
     /// The rows of `rank`; ranks must be asked for in increasing order.
-    async fn take(&mut self, rank: i64) -> Result<Vec<T>, CurateError> {
+    fn take(&mut self, rank: i64) -> Result<Vec<T>, CurateError> {
         let mut out = Vec::new();
         loop {
             while let Some((r, _)) = self.rows.front() {
@@ -359,19 +356,42 @@ impl<T> Ranked<T> {
                     out.push(row);
                 }
             }
-            if self.done {
-                return Ok(out);
-            }
-            match self.stream.next().await {
-                Some(batch) => {
-                    let batch = batch?;
-                    self.bytes += batch.get_array_memory_size();
-                    self.rows.extend((self.convert)(&batch)?);
-                }
-                None => self.done = true,
+            match self.batches.next() {
+                Some(batch) => self.rows.extend((self.convert)(&batch)?),
+                None => return Ok(out),
             }
         }
     }
+}
+
+/// The results of one chunk's queries (see [`export`]).
+struct Fetched {
+    calls: Vec<RecordBatch>,
+    context: Vec<RecordBatch>,
+}
+
+impl Fetched {
+    fn bytes(&self) -> usize {
+        self.calls
+            .iter()
+            .chain(&self.context)
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+}
+
+/// Runs the calls and context queries of the traces `ids` (in export order), whose spans
+/// start in `window`.
+async fn fetch(
+    ctx: SessionContext,
+    ids: Vec<String>,
+    window: Window,
+) -> Result<Fetched, CurateError> {
+    register_order(&ctx, ids.iter().map(String::as_str))?;
+    Ok(Fetched {
+        calls: ctx.sql(&calls_sql(&window)).await?.collect().await?,
+        context: ctx.sql(&context_sql(&window)).await?.collect().await?,
+    })
 }
 
 /// Groups the spans of one call among one trace's LLM spans (see the module docs) and keeps
@@ -706,12 +726,13 @@ pub struct Exported {
 
 /// The order of the export: each trace id's position among `trace_ids`, as table `export_traces`.
 fn register_order<'a>(
-    catalog: &Catalog,
+    ctx: &SessionContext,
     trace_ids: impl ExactSizeIterator<Item = &'a str>,
 ) -> Result<(), CurateError> {
     let ranks = Int64Array::from_iter_values(0..trace_ids.len() as i64);
     let ids = StringArray::from_iter_values(trace_ids);
-    catalog.register_batch(
+    crate::catalog::register_batch(
+        ctx,
         "export_traces",
         vec![
             ("trace_id", Arc::new(ids) as ArrayRef),
@@ -758,6 +779,9 @@ pub async fn export(
 }
 
 /// [`export`] with a first chunk of `first` traces, then chunks of about `chunk_bytes`.
+///
+/// The next chunk's queries run while a chunk's lines are written: the queries use every
+/// core, the writing one.
 async fn export_in_chunks(
     catalog: &Catalog,
     traces: &[TraceRow],
@@ -768,14 +792,30 @@ async fn export_in_chunks(
 ) -> Result<Exported, CurateError> {
     let mut seen = HashSet::new();
     let mut empty = 0;
-    let (mut done, mut size) = (0, first.max(1));
-    while done < traces.len() {
-        let chunk = &traces[done..traces.len().min(done + size)];
-        let bytes = export_chunk(catalog, chunk, format, per, out, &mut seen, &mut empty).await?;
-        done += chunk.len();
-        tracing::debug!(traces = chunk.len(), bytes, done, "export chunk written");
-        let per_trace = (bytes / chunk.len()).max(1);
-        size = (chunk_bytes / per_trace).clamp(1, size.saturating_mul(4));
+    // A task still running when the export fails is aborted with the set.
+    let mut running = tokio::task::JoinSet::new();
+    let spawn = |running: &mut tokio::task::JoinSet<_>, chunk: &[TraceRow]| {
+        let ids = chunk.iter().map(|t| t.trace_id.clone()).collect();
+        running.spawn(fetch(catalog.ctx.clone(), ids, span_window(chunk)));
+    };
+    let mut chunk = &traces[..traces.len().min(first.max(1))];
+    let mut done = chunk.len();
+    if !chunk.is_empty() {
+        spawn(&mut running, chunk);
+    }
+    while let Some(fetched) = running.join_next().await {
+        let fetched = fetched.map_err(|e| DataFusionError::External(Box::new(e)))??;
+        let bytes = fetched.bytes();
+        tracing::debug!(traces = chunk.len(), bytes, done, "export chunk read");
+        let current = chunk;
+        if done < traces.len() {
+            let per_trace = (bytes / current.len()).max(1);
+            let size = (chunk_bytes / per_trace).clamp(1, current.len().saturating_mul(4));
+            chunk = &traces[done..traces.len().min(done + size)];
+            done += chunk.len();
+            spawn(&mut running, chunk);
+        }
+        write_chunk(current, fetched, format, per, out, &mut seen, &mut empty)?;
     }
     Ok(Exported {
         traces: traces.len(),
@@ -783,26 +823,24 @@ async fn export_in_chunks(
     })
 }
 
-/// Writes the lines of `chunk` (see [`export`]) and returns the bytes its queries returned.
-async fn export_chunk(
-    catalog: &Catalog,
+/// Writes the lines of `chunk` (see [`export`]) from its queries' results.
+fn write_chunk(
     chunk: &[TraceRow],
+    fetched: Fetched,
     format: Format,
     per: Per,
     out: &mut DatasetWriter,
     seen: &mut HashSet<u128>,
     empty: &mut usize,
-) -> Result<usize, CurateError> {
-    register_order(catalog, chunk.iter().map(|t| t.trace_id.as_str()))?;
-    let window = span_window(chunk);
-    let mut calls_of = Ranked::open(catalog, &calls_sql(&window), call_rows).await?;
-    let mut context_of = Ranked::open(catalog, &context_sql(&window), context_rows).await?;
+) -> Result<(), CurateError> {
+    let mut calls_of = Ranked::new(fetched.calls, call_rows);
+    let mut context_of = Ranked::new(fetched.context, context_rows);
     for (rank, t) in (0i64..).zip(chunk) {
-        let mut rows = calls_of.take(rank).await?;
+        let mut rows = calls_of.take(rank)?;
         // A span stored twice (an OTLP client's retry after a lost answer) is one call: its
         // copies have the same ids and sort next to each other.
         rows.dedup_by(|a, b| a.span_id == b.span_id);
-        let context = context_of.take(rank).await?.concat();
+        let context = context_of.take(rank)?.concat();
         let (items, e) = trace_items(t, calls(rows), context, per);
         *empty += e;
         for item in items {
@@ -812,7 +850,7 @@ async fn export_chunk(
             out.line(&line(&item, format)?)?;
         }
     }
-    Ok(calls_of.bytes + context_of.bytes)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1020,7 +1058,7 @@ mod join_sides {
         let catalog = crate::test_store::open(dir.path()).await?;
         // As many selected traces as the export that failed; the store has 40 of them.
         let ids: Vec<String> = (1..=50_000u32).map(|n| format!("{n:032x}")).collect();
-        register_order(&catalog, ids.iter().map(String::as_str))?;
+        register_order(&catalog.ctx, ids.iter().map(String::as_str))?;
         for sql in [calls_sql(&Window::ALL), context_sql(&Window::ALL)] {
             let plan = catalog.ctx.sql(&sql).await?.create_physical_plan().await?;
             let plan = displayable(plan.as_ref()).indent(true).to_string();
