@@ -24,7 +24,7 @@ pub mod span_store;
 pub mod usage;
 pub mod window;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -42,7 +42,7 @@ use crate::window::{Window, parse_duration, parse_time, sql_time};
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub traces_scanned: u64,
-    pub selected_per_rule: std::collections::BTreeMap<String, usize>,
+    pub selected_per_rule: BTreeMap<String, usize>,
     pub selected: usize,
     pub not_settled: usize,
     pub exported_traces: usize,
@@ -340,6 +340,13 @@ pub async fn export_dataset(
     })
     .await?;
     let mut combined = select::combine(&per_rule, args.match_);
+    // Only the counts are kept: the ids are in `combined` (and then in the `selected` table),
+    // and an export's memory grows with the number of selected traces.
+    let selected_per_rule: BTreeMap<String, usize> = per_rule
+        .iter()
+        .map(|(r, ids)| (r.clone(), ids.len()))
+        .collect();
+    drop(per_rule);
     if let Some(ts) = &trace_starts {
         combined.retain(|id, _| !ts.taken.contains(id));
     }
@@ -368,8 +375,10 @@ pub async fn export_dataset(
             combined.retain(|id, _| kept.contains(id));
             select::register_selected(&catalog, &combined)?;
         }
+        drop(combined);
         (settled, export::selected_traces(&catalog, &eligible).await?)
     } else {
+        drop(combined);
         let traces = export::selected_traces(&catalog, &eligible).await?;
         (traces.len(), traces)
     };
@@ -391,10 +400,7 @@ pub async fn export_dataset(
     );
     let summary = Summary {
         traces_scanned: scanned,
-        selected_per_rule: per_rule
-            .iter()
-            .map(|(r, ids)| (r.clone(), ids.len()))
-            .collect(),
+        selected_per_rule,
         selected,
         not_settled,
         exported_traces: exported.traces,
