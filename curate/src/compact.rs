@@ -26,7 +26,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Arra
 use datafusion::arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReaderBuilder, RowSelection, RowSelectionPolicy, RowSelector,
+    ParquetRecordBatchReaderBuilder, RowSelection, RowSelectionPolicy,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -915,21 +915,12 @@ impl Source<'_> {
 
     /// The rows at `rows` (sorted), every column, as one batch.
     fn read(&self, rows: &[usize]) -> Result<RecordBatch, CurateError> {
-        let mut selectors = Vec::new();
-        let mut next = 0;
-        for &r in rows {
-            if r > next {
-                selectors.push(RowSelector::skip(r - next));
-            }
-            match selectors.last_mut() {
-                Some(last) if !last.skip => last.row_count += 1,
-                _ => selectors.push(RowSelector::select(1)),
-            }
-            next = r + 1;
-        }
+        // Up to the last row wanted: the reader stops there.
+        let end = rows.last().map_or(0, |&r| r + 1);
+        let selection = RowSelection::from_consecutive_ranges(rows.iter().map(|&r| r..r + 1), end);
         self.read_all(
             self.reader()?
-                .with_row_selection(RowSelection::from(selectors))
+                .with_row_selection(selection)
                 .with_row_selection_policy(RowSelectionPolicy::Selectors)
                 .with_batch_size(rows.len().max(1)),
         )

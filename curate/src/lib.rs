@@ -363,10 +363,10 @@ pub async fn export_dataset(
             sql_time(ts.until)
         ));
     }
-    let (settled, traces) = if args.sample.is_some() || args.limit.is_some() {
-        // Sampled and limited on the ids first: the full rows (root, usage, scores) of
-        // traces the export leaves out are not computed (a `--limit 50000` of 686,107
-        // selected traces settled them all before).
+    // Sampled and limited on the ids first: the full rows (root, usage, scores) of traces the
+    // export leaves out are not computed (a `--limit 50000` of 686,107 selected traces settled
+    // them all before).
+    let picked = if args.sample.is_some() || args.limit.is_some() {
         let ids = export::settled_ids(&catalog, &eligible).await?;
         let settled = ids.len();
         let kept = select::sample_and_limit(ids, args.sample, args.seed, args.limit);
@@ -375,13 +375,13 @@ pub async fn export_dataset(
             combined.retain(|id, _| kept.contains(id));
             select::register_selected(&catalog, &combined)?;
         }
-        drop(combined);
-        (settled, export::selected_traces(&catalog, &eligible).await?)
+        Some(settled)
     } else {
-        drop(combined);
-        let traces = export::selected_traces(&catalog, &eligible).await?;
-        (traces.len(), traces)
+        None
     };
+    drop(combined);
+    let traces = export::selected_traces(&catalog, &eligible).await?;
+    let settled = picked.unwrap_or(traces.len());
     let not_settled = selected - settled;
     tracing::debug!(ms = lap(&mut phase), settled, "selected traces settled");
     progress.set_message(format!("exporting {} traces", traces.len()));

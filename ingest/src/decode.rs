@@ -7,7 +7,7 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use schemas::convert::validate_span;
-use schemas::json_wire::{transcode, transcode_counted};
+use schemas::json_wire::transcode_counted;
 use schemas::wire::{Scan, scan_request};
 
 use crate::error::IngestError;
@@ -47,13 +47,14 @@ fn not_json(e: impl std::fmt::Display) -> IngestError {
     ))
 }
 
-/// An OTLP/JSON body as the protobuf it stands for (`schemas::json_wire`).
+/// [`json_scanned`] without the counts.
 fn json_to_protobuf(body: &[u8]) -> Result<Bytes, IngestError> {
-    transcode(body).map(Bytes::from).map_err(not_json)
+    json_scanned(body).map(|(out, _)| out)
 }
 
-/// [`json_to_protobuf`] with the spans counted as [`scan_request`] counts them: the
-/// transcoder's output is well-formed by construction, so it is not scanned again.
+/// An OTLP/JSON body as the protobuf it stands for (`schemas::json_wire`), with its spans
+/// counted as [`scan_request`] counts them: the transcoder's output is well-formed by
+/// construction, so it is not scanned again.
 fn json_scanned(body: &[u8]) -> Result<(Bytes, Scan), IngestError> {
     transcode_counted(body)
         .map(|(out, scan)| (Bytes::from(out), scan))
