@@ -1312,42 +1312,38 @@ struct Scanned {
 /// in registers. Longer ones go on with memchr's vector search.
 #[inline]
 fn next_special(s: &[u8]) -> Option<(usize, bool)> {
-    let mut at = 0;
     let mut seen = 0u64;
-    while at < 16 {
-        let Some(eight) = s.get(at..).and_then(<[u8]>::first_chunk::<8>) else {
-            break;
-        };
-        let w = u64::from_le_bytes(*eight);
+    for at in [0, 8] {
+        let w = word_at(s, at);
         let found = specials(w);
         if found != 0 {
-            let before = (1u64 << found.trailing_zeros()) - 1;
             let n = at + found.trailing_zeros() as usize / 8;
-            return Some((n, (seen | w & before) & HIGH_BITS != 0));
+            let before = (1u64 << found.trailing_zeros()) - 1;
+            // A quote past the end is padding: the string is not terminated.
+            return (n < s.len()).then_some((n, (seen | w & before) & HIGH_BITS != 0));
         }
         seen |= w;
-        at += 8;
     }
-    let high = seen & HIGH_BITS != 0;
-    if at < 16 {
-        // Fewer than 8 bytes left in the body.
-        let mut high = high;
-        for (n, &b) in s.iter().enumerate().skip(at) {
-            if b == b'"' || b == b'\\' || b < 0x20 {
-                return Some((n, high));
-            }
-            high |= b >= 0x80;
-        }
-        return None;
-    }
-    let end = memchr::memchr2(b'"', b'\\', &s[at..]).map_or(s.len(), |n| at + n);
-    let (control, or) = classify(&s[at..end]);
-    let high = high | (or >= 0x80);
+    let end = memchr::memchr2(b'"', b'\\', &s[16..]).map_or(s.len(), |n| 16 + n);
+    let (control, or) = classify(&s[16..end]);
+    let high = (seen & HIGH_BITS != 0) | (or >= 0x80);
     if control {
-        let first = s[at..end].iter().position(|&b| b < 0x20).unwrap_or(0);
-        return Some((at + first, high));
+        let first = s[16..end].iter().position(|&b| b < 0x20).unwrap_or(0);
+        return Some((16 + first, high));
     }
     (end < s.len()).then_some((end, high))
+}
+
+/// The 8 bytes of `s` from `at` as a little-endian word, padded with quotes past its end.
+#[inline]
+fn word_at(s: &[u8], at: usize) -> u64 {
+    if let Some(eight) = s.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        return u64::from_le_bytes(*eight);
+    }
+    let mut padded = [b'"'; 8];
+    let tail = s.get(at..).unwrap_or_default();
+    padded[..tail.len()].copy_from_slice(tail);
+    u64::from_le_bytes(padded)
 }
 
 const ONES: u64 = u64::from_le_bytes([0x01; 8]);
