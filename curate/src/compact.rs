@@ -172,11 +172,17 @@ pub async fn superseded(
 }
 
 /// An object store whose listings leave out superseded span files; everything else passes
-/// through. Each listing is taken first, then the records are read, and a record's sources are
-/// hidden when its target is in that listing: a target written after the listing was taken is
-/// absent together with the hiding of its sources, so a listing holds either the sources or
-/// the target, never both (sources are deleted only `grace` after their target appeared).
-#[derive(Debug)]
+/// through. The records are read before each listing and again after it, and a record's sources
+/// are hidden when its target is in the listing and either read holds the record:
+/// - a target in the listing was written after its record was created, and the record is
+///   deleted only after the sources, `grace` after the target appeared; so one of the reads
+///   holds it unless the listing outlasted the grace;
+/// - a target written after the listing is absent together with the hiding of its sources,
+///   which are deleted only `grace` later.
+///
+/// So a listing holds either the sources or the target, never both, and never a deleted file
+/// while the query is within the grace period.
+#[derive(Debug, Clone)]
 pub struct VisibleStore {
     inner: Arc<dyn ObjectStore>,
     /// The store's root in `inner`'s namespace (where `spans/` and `_compaction/` are).
@@ -187,50 +193,62 @@ impl VisibleStore {
     pub fn new(inner: Arc<dyn ObjectStore>, root: ObjectPath) -> Self {
         Self { inner, root }
     }
-}
 
-/// The files among `listed` that a record replaced with a target also in `listed`.
-async fn hidden_among(
-    store: &dyn ObjectStore,
-    root: &ObjectPath,
-    listed: &[ObjectMeta],
-) -> object_store::Result<HashSet<ObjectPath>> {
-    if !listed
-        .iter()
-        .any(|m| m.location.as_ref().ends_with(".parquet"))
-    {
-        return Ok(HashSet::new());
+    async fn groups(&self) -> object_store::Result<Vec<Group>> {
+        let records = records(self.inner.as_ref(), &self.root)
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "compaction records",
+                source: Box::new(e),
+            })?;
+        Ok(records.into_iter().flat_map(|(_, r)| r.groups).collect())
     }
-    let present: HashSet<&ObjectPath> = listed.iter().map(|m| &m.location).collect();
-    let records = records(store, root)
-        .await
-        .map_err(|e| object_store::Error::Generic {
-            store: "compaction records",
-            source: Box::new(e),
-        })?;
-    Ok(records
-        .into_iter()
-        .flat_map(|(_, r)| r.groups)
-        .filter(|g| present.contains(&join(root, &g.target)))
-        .flat_map(|g| g.sources.into_iter().map(|s| join(root, &s)))
-        .collect())
-}
 
-impl VisibleStore {
+    /// Takes `listing` between two reads of the records; returns it without the superseded
+    /// files.
+    async fn without_superseded<T>(
+        &self,
+        listing: impl Future<Output = object_store::Result<T>>,
+        objects: impl Fn(&mut T) -> &mut Vec<ObjectMeta>,
+    ) -> object_store::Result<T> {
+        let before = self.groups().await?;
+        let mut listed = listing.await?;
+        let metas = objects(&mut listed);
+        if metas
+            .iter()
+            .any(|m| m.location.as_ref().ends_with(".parquet"))
+        {
+            let present: HashSet<&ObjectPath> = metas.iter().map(|m| &m.location).collect();
+            let hidden: HashSet<ObjectPath> = before
+                .into_iter()
+                .chain(self.groups().await?)
+                .filter(|g| present.contains(&join(&self.root, &g.target)))
+                .flat_map(|g| g.sources.into_iter().map(|s| join(&self.root, &s)))
+                .collect();
+            metas.retain(|m| !hidden.contains(&m.location));
+        }
+        Ok(listed)
+    }
+
+    /// `list` (from `offset` if given) without the superseded files.
     fn visible(
         &self,
-        listing: BoxStream<'static, object_store::Result<ObjectMeta>>,
+        prefix: Option<&ObjectPath>,
+        offset: Option<&ObjectPath>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let (inner, root) = (self.inner.clone(), self.root.clone());
+        let (this, prefix, offset) = (self.clone(), prefix.cloned(), offset.cloned());
         futures::stream::once(async move {
-            let metas: Vec<ObjectMeta> = listing.try_collect().await?;
-            let hidden = hidden_among(inner.as_ref(), &root, &metas).await?;
-            Ok::<_, object_store::Error>(futures::stream::iter(
-                metas
-                    .into_iter()
-                    .filter(move |m| !hidden.contains(&m.location))
-                    .map(Ok),
-            ))
+            // Taken only when awaited, after the records were read once.
+            let listing = async {
+                match &offset {
+                    Some(offset) => this.inner.list_with_offset(prefix.as_ref(), offset),
+                    None => this.inner.list(prefix.as_ref()),
+                }
+                .try_collect::<Vec<ObjectMeta>>()
+                .await
+            };
+            let metas = this.without_superseded(listing, |m| m).await?;
+            Ok::<_, object_store::Error>(futures::stream::iter(metas.into_iter().map(Ok)))
         })
         .try_flatten()
         .boxed()
@@ -289,7 +307,7 @@ impl ObjectStore for VisibleStore {
         &self,
         prefix: Option<&ObjectPath>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.visible(self.inner.list(prefix))
+        self.visible(prefix, None)
     }
 
     fn list_with_offset(
@@ -297,17 +315,15 @@ impl ObjectStore for VisibleStore {
         prefix: Option<&ObjectPath>,
         offset: &ObjectPath,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.visible(self.inner.list_with_offset(prefix, offset))
+        self.visible(prefix, Some(offset))
     }
 
     async fn list_with_delimiter(
         &self,
         prefix: Option<&ObjectPath>,
     ) -> object_store::Result<ListResult> {
-        let mut r = self.inner.list_with_delimiter(prefix).await?;
-        let hidden = hidden_among(self.inner.as_ref(), &self.root, &r.objects).await?;
-        r.objects.retain(|m| !hidden.contains(&m.location));
-        Ok(r)
+        self.without_superseded(self.inner.list_with_delimiter(prefix), |r| &mut r.objects)
+            .await
     }
 
     async fn copy_opts(
@@ -1000,6 +1016,175 @@ mod tests {
         let new: Record = serde_json::from_slice(&serde_json::to_vec(&old)?)?;
         assert_eq!(new.groups[0].target, old.groups[0].target);
         assert_eq!(new.created, old.created);
+        Ok(())
+    }
+
+    /// A store where a compaction step happens exactly at a reader's listing: `Compact`
+    /// creates the record and writes the target just before the listing, `Retire` deletes the
+    /// sources and then the record just after it.
+    #[derive(Debug)]
+    struct Racing {
+        inner: Arc<object_store::memory::InMemory>,
+        step: Step,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Compact,
+        Retire,
+    }
+
+    const PART: &str = "spans/tenant=t/date=2026-03-02/hour=05";
+
+    fn race_record() -> Record {
+        Record {
+            groups: vec![Group {
+                target: format!("{PART}/M.parquet"),
+                sources: vec![format!("{PART}/S1.parquet"), format!("{PART}/S2.parquet")],
+            }],
+            created: DateTime::UNIX_EPOCH,
+            run: "r".into(),
+        }
+    }
+
+    async fn put(store: &dyn ObjectStore, path: &str, body: Vec<u8>) -> object_store::Result<()> {
+        store
+            .put(&ObjectPath::from(path), body.into())
+            .await
+            .map(drop)
+    }
+
+    impl Racing {
+        async fn step(inner: &dyn ObjectStore, step: Step) -> object_store::Result<()> {
+            let record = race_record();
+            let record_path = ObjectPath::from(format!("{RECORDS_DIR}/t.2026-03-02T05.json"));
+            match step {
+                Step::Compact => {
+                    let body = serde_json::to_vec(&record).unwrap_or_default();
+                    inner.put(&record_path, body.into()).await?;
+                    put(inner, &record.groups[0].target, b"m".to_vec()).await
+                }
+                Step::Retire => {
+                    for s in &record.groups[0].sources {
+                        inner.delete(&ObjectPath::from(s.as_str())).await?;
+                    }
+                    inner.delete(&record_path).await
+                }
+            }
+        }
+    }
+
+    impl std::fmt::Display for Racing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Racing({:?})", self.step)
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Racing {
+        async fn put_opts(
+            &self,
+            location: &ObjectPath,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &ObjectPath,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &ObjectPath,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<ObjectPath>>,
+        ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&ObjectPath>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            let (inner, prefix) = (self.inner.clone(), prefix.cloned());
+            // Only the listing of span files races; the records' listing is left alone.
+            let step = prefix
+                .as_ref()
+                .is_some_and(|p| p.as_ref().starts_with(schemas::layout::SPANS_DIR))
+                .then_some(self.step);
+            futures::stream::once(async move {
+                if let Some(step @ Step::Compact) = step {
+                    Racing::step(inner.as_ref(), step).await?;
+                }
+                let metas: Vec<ObjectMeta> = inner.list(prefix.as_ref()).try_collect().await?;
+                if let Some(step @ Step::Retire) = step {
+                    Racing::step(inner.as_ref(), step).await?;
+                }
+                Ok::<_, object_store::Error>(futures::stream::iter(metas.into_iter().map(Ok)))
+            })
+            .try_flatten()
+            .boxed()
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&ObjectPath>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &ObjectPath,
+            to: &ObjectPath,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// The span files a reader listing `spans/` sees when `step` happens at its listing.
+    async fn listed_when(step: Step) -> object_store::Result<Vec<String>> {
+        let inner = Arc::new(object_store::memory::InMemory::new());
+        for s in ["S1", "S2"] {
+            put(
+                inner.as_ref(),
+                &format!("{PART}/{s}.parquet"),
+                b"s".to_vec(),
+            )
+            .await?;
+        }
+        if let Step::Retire = step {
+            Racing::step(inner.as_ref(), Step::Compact).await?;
+        }
+        let visible = VisibleStore::new(Arc::new(Racing { inner, step }), ObjectPath::default());
+        let mut names: Vec<String> = visible
+            .list(Some(&ObjectPath::from("spans")))
+            .map_ok(|m| m.location.filename().unwrap_or_default().to_string())
+            .try_collect()
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// A listing taken while compaction writes a target, or while it retires the sources, holds
+    /// the sources or the target and nothing deleted: the record is read before and after it.
+    #[tokio::test]
+    async fn a_listing_during_compaction_holds_sources_or_target() -> object_store::Result<()> {
+        assert_eq!(listed_when(Step::Compact).await?, ["M.parquet"]);
+        assert_eq!(listed_when(Step::Retire).await?, ["M.parquet"]);
         Ok(())
     }
 
