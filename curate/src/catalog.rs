@@ -69,6 +69,7 @@ pub const SPAN_STORE: &str = "span_store";
 const SPAN_FILES: &str = "span_files";
 
 /// Where a store lives, and the object store that reaches it.
+#[derive(Clone)]
 pub struct StoreLocation {
     /// URL of the `spans/` directory, as DataFusion lists it.
     pub spans_url: String,
@@ -113,6 +114,7 @@ pub fn locate(store: &str) -> Result<StoreLocation, CurateError> {
 }
 
 /// What a catalog covers.
+#[derive(Clone)]
 pub struct CatalogOptions {
     pub window: Window,
     pub tenant: Option<String>,
@@ -123,6 +125,7 @@ pub struct CatalogOptions {
 pub struct Catalog {
     pub ctx: SessionContext,
     pub location: StoreLocation,
+    opts: CatalogOptions,
 }
 
 fn partition_cols() -> Vec<(String, DataType)> {
@@ -137,9 +140,9 @@ fn quote(s: &str) -> String {
 }
 
 /// SQL of the `spans` view.
-fn spans_view(opts: &CatalogOptions) -> String {
-    let mut predicate = opts.window.predicate();
-    if let Some(t) = &opts.tenant {
+fn spans_view(window: Window, tenant: Option<&str>) -> String {
+    let mut predicate = window.predicate();
+    if let Some(t) = tenant {
         predicate = format!("tenant = {} AND {predicate}", quote(t));
     }
     format!("CREATE VIEW spans AS SELECT * FROM {SPAN_STORE} WHERE {predicate}")
@@ -473,6 +476,23 @@ impl Catalog {
             location.store.clone(),
             root.as_str().into(),
         ));
+        Self::with_views(location, opts.window, opts).await
+    }
+
+    /// The same store in a session of its own whose `spans` (and every view over it but
+    /// `evals`) holds only the spans that start in `spans`, a window inside this catalog's: the
+    /// views of the traces whose spans all start in it are the same as in this catalog, and a
+    /// query of them skips the hour partitions outside it.
+    pub async fn narrowed(&self, spans: Window) -> Result<Self, CurateError> {
+        Self::with_views(self.location.clone(), spans, self.opts.clone()).await
+    }
+
+    /// A session over `location` with the views over `opts`, `spans` limited to `window`.
+    async fn with_views(
+        location: StoreLocation,
+        window: Window,
+        opts: CatalogOptions,
+    ) -> Result<Self, CurateError> {
         let ctx = SessionContext::new_with_config(session_config()?.with_information_schema(true));
         ctx.register_object_store(&location.base, location.store.clone());
         let url = ListingTableUrl::parse(&location.spans_url)?;
@@ -495,7 +515,7 @@ impl Catalog {
         ctx.register_udaf(crate::earliest::earliest_value_udaf());
         for sql in [
             span_store_view(),
-            spans_view(&opts),
+            spans_view(window, opts.tenant.as_deref()),
             LLM_USAGE_VIEW.replace("USAGE_SPAN", USAGE_SPAN),
             TRACE_USAGE_VIEW.replace("USAGE_SPAN", USAGE_SPAN),
             LLM_CALLS_VIEW.replace("{IS_LLM_CALL}", IS_LLM_CALL),
@@ -504,7 +524,11 @@ impl Catalog {
         ] {
             ctx.sql(&sql).await?;
         }
-        Ok(Self { ctx, location })
+        Ok(Self {
+            ctx,
+            location,
+            opts,
+        })
     }
 }
 

@@ -139,18 +139,40 @@ fn settled_sql(columns: &str, eligible: &str) -> String {
     )
 }
 
-/// The ids of the selected traces that satisfy `eligible` (as [`selected_traces`]), in the
-/// same order, without the rest of each trace's row: the `traces` view then computes only the
-/// trace's start and end, not its root, usage and scores.
-pub async fn settled_ids(catalog: &Catalog, eligible: &str) -> Result<Vec<String>, CurateError> {
+/// A settled selected trace, in export order, with what it takes to settle it again among
+/// the traces next to it (see [`export`]).
+#[derive(Debug, Clone)]
+pub struct TraceKey {
+    pub trace_id: String,
+    /// The rules that selected it, comma-separated (as `selected.rules`).
+    pub rules: String,
+    pub start_ns: i64,
+    /// The start of its latest-starting span.
+    pub last_start_ns: i64,
+}
+
+/// The selected traces that satisfy `eligible` (as [`selected_traces`]), in the same order,
+/// without the rest of each trace's row: the `traces` view then computes only the trace's
+/// start and end, not its root, usage and scores.
+pub async fn settled_keys(catalog: &Catalog, eligible: &str) -> Result<Vec<TraceKey>, CurateError> {
+    let sql = settled_sql(
+        "t.trace_id, s.rules, arrow_cast(t.start_time, 'Int64') AS start_ns, \
+         arrow_cast(t.last_span_start, 'Int64') AS last_start_ns",
+        eligible,
+    );
     let mut out = Vec::new();
-    for b in query(catalog, &settled_sql("t.trace_id", eligible)).await? {
-        out.extend(
-            Cols { batch: &b }
-                .strings("trace_id")?
-                .into_iter()
-                .flatten(),
-        );
+    for b in query(catalog, &sql).await? {
+        let c = Cols { batch: &b };
+        let (ids, rules) = (c.strings("trace_id")?, c.strings("rules")?);
+        let (start, last) = (c.ints("start_ns")?, c.ints("last_start_ns")?);
+        for i in 0..b.num_rows() {
+            out.push(TraceKey {
+                trace_id: ids[i].clone().unwrap_or_default(),
+                rules: rules[i].clone().unwrap_or_default(),
+                start_ns: start[i].unwrap_or(0),
+                last_start_ns: last[i].unwrap_or(0),
+            });
+        }
     }
     Ok(out)
 }
@@ -171,8 +193,8 @@ pub async fn selected_traces(
     let mut out = Vec::new();
     for b in query(catalog, &sql).await? {
         let c = Cols { batch: &b };
-        let ids = c.strings("trace_id")?;
-        let (tenant, root, name, service) = (
+        let mut ids = c.strings("trace_id")?;
+        let (mut tenant, mut root, mut name, mut service) = (
             c.strings("tenant")?,
             c.strings("root_span_id")?,
             c.strings("root_name")?,
@@ -189,18 +211,18 @@ pub async fn selected_traces(
             c.ints("output_tokens")?,
             c.floats("cost_usd")?,
         );
-        let (session, user, rules) = (
+        let (mut session, mut user, rules) = (
             c.strings("session_id")?,
             c.strings("user_id")?,
             c.strings("rules")?,
         );
         for i in 0..b.num_rows() {
             out.push(TraceRow {
-                trace_id: ids[i].clone().unwrap_or_default(),
-                tenant: tenant[i].clone(),
-                root_span_id: root[i].clone(),
-                root_name: name[i].clone(),
-                root_service: service[i].clone(),
+                trace_id: ids[i].take().unwrap_or_default(),
+                tenant: tenant[i].take(),
+                root_span_id: root[i].take(),
+                root_name: name[i].take(),
+                root_service: service[i].take(),
                 start_ns: start[i].unwrap_or(0),
                 last_start_ns: last[i].unwrap_or(0),
                 root_duration_ns: dur[i].unwrap_or(0),
@@ -208,8 +230,8 @@ pub async fn selected_traces(
                 input_tokens: inp[i].unwrap_or(0),
                 output_tokens: outp[i].unwrap_or(0),
                 cost_usd: cost[i].unwrap_or(0.0),
-                session_id: session[i].clone(),
-                user_id: user[i].clone(),
+                session_id: session[i].take(),
+                user_id: user[i].take(),
                 rules: rules[i]
                     .clone()
                     .unwrap_or_default()
@@ -239,13 +261,13 @@ fn calls_sql(spans: &Window) -> String {
 fn call_rows(b: &RecordBatch) -> Result<Vec<(i64, CallRow)>, CurateError> {
     let c = Cols { batch: b };
     let rank = c.ints("rank")?;
-    let (trace, span, parent, service) = (
+    let (mut trace, mut span, mut parent, mut service) = (
         c.strings("trace_id")?,
         c.strings("span_id")?,
         c.strings("parent_span_id")?,
         c.strings("service_name")?,
     );
-    let (start, dur, status, model) = (
+    let (start, dur, mut status, mut model) = (
         c.ints("start_ns")?,
         c.ints("duration_ns")?,
         c.strings("status_code")?,
@@ -256,32 +278,35 @@ fn call_rows(b: &RecordBatch) -> Result<Vec<(i64, CallRow)>, CurateError> {
         c.ints("output_tokens")?,
         c.floats("cost_usd")?,
     );
-    let (system, input, output, context) = (
+    let (mut system, input, output, context) = (
         c.strings("system_prompt")?,
         c.strings("input_messages")?,
         c.strings("output_messages")?,
         c.strings("context")?,
     );
+    // Each value is moved out of its column once (the message texts are most of the bytes).
+    let mut lists = input.into_iter().zip(output).zip(context);
     let mut out = Vec::with_capacity(b.num_rows());
     for i in 0..b.num_rows() {
+        let ((input, output), context) = lists.next().unwrap_or_default();
         out.push((
             rank[i].unwrap_or(-1),
             CallRow {
-                trace_id: trace[i].clone().unwrap_or_default(),
-                span_id: span[i].clone().unwrap_or_default(),
-                parent_span_id: parent[i].clone(),
-                service: service[i].clone(),
+                trace_id: trace[i].take().unwrap_or_default(),
+                span_id: span[i].take().unwrap_or_default(),
+                parent_span_id: parent[i].take(),
+                service: service[i].take(),
                 start_ns: start[i].unwrap_or(0),
                 duration_ns: dur[i].unwrap_or(0),
-                status_code: status[i].clone().unwrap_or_default(),
-                model: model[i].clone(),
+                status_code: status[i].take().unwrap_or_default(),
+                model: model[i].take(),
                 input_tokens: inp[i],
                 output_tokens: outp[i],
                 cost_usd: cost[i],
-                system: system[i].clone(),
-                input: json_list(input[i].clone()),
-                output: json_list(output[i].clone()),
-                context: json_list(context[i].clone()),
+                system: system[i].take(),
+                input: json_list(input),
+                output: json_list(output),
+                context: json_list(context),
             },
         ));
     }
@@ -301,15 +326,14 @@ fn context_sql(spans: &Window) -> String {
     )
 }
 
-/// The window of the start times of the spans of `traces`: from the first span's start to the
-/// last's, which skips the hour partitions (and files) that hold none of them.
-fn span_window(traces: &[TraceRow]) -> Window {
+/// The window of the start times of the spans of traces that start at `starts` and whose
+/// last spans start at `lasts`: from the first span's start to the last's, which skips the
+/// hour partitions (and files) that hold none of them.
+fn span_window(starts: impl Iterator<Item = i64>, lasts: impl Iterator<Item = i64>) -> Window {
     let at = chrono::DateTime::from_timestamp_nanos;
-    let first = traces.iter().map(|t| t.start_ns).min().unwrap_or(0);
-    let last = traces.iter().map(|t| t.last_start_ns).max().unwrap_or(0);
     Window {
-        since: Some(at(first)),
-        until: Some(at(last.saturating_add(1))),
+        since: Some(at(starts.min().unwrap_or(0))),
+        until: Some(at(lasts.max().unwrap_or(0).saturating_add(1))),
     }
 }
 
@@ -512,16 +536,12 @@ fn output_text(output: &[Message]) -> String {
         .join("\n")
 }
 
-fn with_system(system: Option<&str>, input: &[Message]) -> Vec<Message> {
-    let mut msgs = Vec::with_capacity(input.len() + 1);
-    if let Some(s) = system {
-        msgs.push(Message {
-            role: "system".into(),
-            content: s.into(),
-        });
+fn with_system(system: Option<String>, mut input: Vec<Message>) -> Vec<Message> {
+    if let Some(content) = system {
+        let role = "system".into();
+        input.insert(0, Message { role, content });
     }
-    msgs.extend(input.iter().cloned());
-    msgs
+    input
 }
 
 /// The items of one trace (one per call, or one for the trace) from its calls, grouped by
@@ -562,22 +582,22 @@ fn trace_items(
                 let context = if c.context.is_empty() {
                     trace_ctx.clone()
                 } else {
-                    c.context.clone()
+                    c.context
                 };
                 out.push(Item {
                     id: format!("{}-{}", c.trace_id, c.span_id),
-                    input: with_system(c.system.as_deref(), &c.input),
+                    input: with_system(c.system, c.input),
                     output: output_text(&c.output),
                     context,
                     expected_output: None,
                     metadata: meta(
-                        c.model.clone(),
+                        c.model,
                         c.duration_ns,
                         c.input_tokens,
                         c.output_tokens,
                         c.cost_usd,
-                        c.status_code.clone(),
-                        c.service.clone(),
+                        c.status_code,
+                        c.service,
                         c.start_ns,
                     ),
                     trace_id: c.trace_id,
@@ -604,7 +624,7 @@ fn trace_items(
                     .or_else(|| calls.first().map(|c| c.span_id.clone()))
                     .unwrap_or_default(),
                 input: first
-                    .map(|c| with_system(c.system.as_deref(), &c.input))
+                    .map(|c| with_system(c.system.clone(), c.input.clone()))
                     .unwrap_or_default(),
                 output: last.map(|c| output_text(&c.output)).unwrap_or_default(),
                 context,
@@ -720,7 +740,8 @@ fn line(item: &Item, format: Format) -> Result<String, serde_json::Error> {
 
 /// What an export wrote.
 pub struct Exported {
-    pub traces: usize,
+    /// The exported traces' ids, in export order.
+    pub trace_ids: Vec<String>,
     pub calls_without_content: usize,
 }
 
@@ -759,26 +780,112 @@ const CHUNK_BYTES: usize = 64 << 20;
 /// Traces in an export's first chunk, before their size is known.
 const FIRST_CHUNK_TRACES: usize = 128;
 
-/// Writes the dataset lines of `traces`, in their order, to `out`. Repeated inputs (`--per
-/// call`) are written once: the first.
+/// Traces settled at a time: their rows (root, usage) are computed by one query over the
+/// spans that start in their window.
+const SETTLE_TRACES: usize = 65_536;
+
+/// How an export is cut: traces settled at a time, traces in the first chunk, bytes of query
+/// results per chunk.
+#[derive(Debug, Clone, Copy)]
+struct Cuts {
+    settle: usize,
+    first: usize,
+    chunk_bytes: usize,
+}
+
+/// What goes on from one chunk of an export to the next.
+struct Chunking {
+    /// Input keys written (`--per call`).
+    seen: HashSet<u128>,
+    /// Calls left out for having no content.
+    empty: usize,
+    /// Traces in the next chunk.
+    next: usize,
+    trace_ids: Vec<String>,
+}
+
+/// Writes the dataset lines of the traces of `keys` that still satisfy `eligible`, in the
+/// order of `keys`, to `out`. Repeated inputs (`--per call`) are written once: the first.
 ///
-/// The traces go in chunks of consecutive traces. A chunk's calls and retrieved context come
-/// from two queries sorted by the trace's position, so memory holds one chunk's rows, not the
-/// dataset: sorting every call of a 686,107-trace export at once peaked at 8 GB (BENCHMARKS.md,
-/// twelfth session). Each chunk holds as many traces as [`CHUNK_BYTES`] fits at the
-/// previous chunks' bytes per trace, growing at most 4x from one chunk to the next.
+/// Memory holds a group of traces, not the dataset. The traces are settled [`SETTLE_TRACES`]
+/// at a time, each group in a catalog narrowed to the window its spans start in (settling
+/// all 686,107 traces `slow` selects at once held ~1 GB; BENCHMARKS.md, thirteenth session).
+/// A group is written in chunks of consecutive traces: a chunk's calls and retrieved context
+/// come from two queries sorted by the trace's position (sorting every call of a
+/// 686,107-trace export at once peaked at 8 GB; twelfth session). Each chunk holds as many
+/// traces as [`CHUNK_BYTES`] fits at the previous chunks' bytes per trace, growing at most
+/// 4x from one chunk to the next.
 pub async fn export(
     catalog: &Catalog,
-    traces: &[TraceRow],
+    keys: &[TraceKey],
+    eligible: &str,
     format: Format,
     per: Per,
     out: &mut DatasetWriter,
 ) -> Result<Exported, CurateError> {
-    let chunks = (FIRST_CHUNK_TRACES, CHUNK_BYTES);
-    export_in_chunks(catalog, traces, format, per, out, chunks).await
+    let cuts = Cuts {
+        settle: SETTLE_TRACES,
+        first: FIRST_CHUNK_TRACES,
+        chunk_bytes: CHUNK_BYTES,
+    };
+    export_cut(catalog, keys, eligible, format, per, out, cuts).await
 }
 
-/// [`export`] with a first chunk of `first` traces, then chunks of about `chunk_bytes`.
+/// [`export`] cut as `cuts` says.
+async fn export_cut(
+    catalog: &Catalog,
+    keys: &[TraceKey],
+    eligible: &str,
+    format: Format,
+    per: Per,
+    out: &mut DatasetWriter,
+    cuts: Cuts,
+) -> Result<Exported, CurateError> {
+    let mut state = Chunking {
+        seen: HashSet::new(),
+        empty: 0,
+        next: cuts.first.max(1),
+        trace_ids: Vec::with_capacity(keys.len()),
+    };
+    for group in keys.chunks(cuts.settle.max(1)) {
+        let window = span_window(
+            group.iter().map(|k| k.start_ns),
+            group.iter().map(|k| k.last_start_ns),
+        );
+        let narrowed = catalog.narrowed(window).await?;
+        let ids = StringArray::from_iter_values(group.iter().map(|k| k.trace_id.as_str()));
+        let rules = StringArray::from_iter_values(group.iter().map(|k| k.rules.as_str()));
+        narrowed.register_batch(
+            "selected",
+            vec![
+                ("trace_id", Arc::new(ids) as ArrayRef),
+                ("rules", Arc::new(rules)),
+            ],
+        )?;
+        let traces = selected_traces(&narrowed, eligible).await?;
+        tracing::debug!(
+            keys = group.len(),
+            settled = traces.len(),
+            "export group settled"
+        );
+        export_in_chunks(
+            &narrowed,
+            &traces,
+            format,
+            per,
+            out,
+            cuts.chunk_bytes,
+            &mut state,
+        )
+        .await?;
+    }
+    Ok(Exported {
+        trace_ids: state.trace_ids,
+        calls_without_content: state.empty,
+    })
+}
+
+/// Writes `traces` in chunks (see [`export`]).
 ///
 /// The next chunk's queries run while a chunk's lines are written: the queries use every
 /// core, the writing one.
@@ -788,17 +895,20 @@ async fn export_in_chunks(
     format: Format,
     per: Per,
     out: &mut DatasetWriter,
-    (first, chunk_bytes): (usize, usize),
-) -> Result<Exported, CurateError> {
-    let mut seen = HashSet::new();
-    let mut empty = 0;
+    chunk_bytes: usize,
+    state: &mut Chunking,
+) -> Result<(), CurateError> {
     // A task still running when the export fails is aborted with the set.
     let mut running = tokio::task::JoinSet::new();
     let spawn = |running: &mut tokio::task::JoinSet<_>, chunk: &[TraceRow]| {
         let ids = chunk.iter().map(|t| t.trace_id.clone()).collect();
-        running.spawn(fetch(catalog.ctx.clone(), ids, span_window(chunk)));
+        let window = span_window(
+            chunk.iter().map(|t| t.start_ns),
+            chunk.iter().map(|t| t.last_start_ns),
+        );
+        running.spawn(fetch(catalog.ctx.clone(), ids, window));
     };
-    let mut chunk = &traces[..traces.len().min(first.max(1))];
+    let mut chunk = &traces[..traces.len().min(state.next)];
     let mut done = chunk.len();
     if !chunk.is_empty() {
         spawn(&mut running, chunk);
@@ -808,19 +918,16 @@ async fn export_in_chunks(
         let bytes = fetched.bytes();
         tracing::debug!(traces = chunk.len(), bytes, done, "export chunk read");
         let current = chunk;
+        let per_trace = (bytes / current.len()).max(1);
+        state.next = (chunk_bytes / per_trace).clamp(1, current.len().saturating_mul(4));
         if done < traces.len() {
-            let per_trace = (bytes / current.len()).max(1);
-            let size = (chunk_bytes / per_trace).clamp(1, current.len().saturating_mul(4));
-            chunk = &traces[done..traces.len().min(done + size)];
+            chunk = &traces[done..traces.len().min(done + state.next)];
             done += chunk.len();
             spawn(&mut running, chunk);
         }
-        write_chunk(current, fetched, format, per, out, &mut seen, &mut empty)?;
+        write_chunk(current, fetched, format, per, out, state)?;
     }
-    Ok(Exported {
-        traces: traces.len(),
-        calls_without_content: empty,
-    })
+    Ok(())
 }
 
 /// Writes the lines of `chunk` (see [`export`]) from its queries' results.
@@ -830,8 +937,7 @@ fn write_chunk(
     format: Format,
     per: Per,
     out: &mut DatasetWriter,
-    seen: &mut HashSet<u128>,
-    empty: &mut usize,
+    state: &mut Chunking,
 ) -> Result<(), CurateError> {
     let mut calls_of = Ranked::new(fetched.calls, call_rows);
     let mut context_of = Ranked::new(fetched.context, context_rows);
@@ -842,9 +948,10 @@ fn write_chunk(
         rows.dedup_by(|a, b| a.span_id == b.span_id);
         let context = context_of.take(rank)?.concat();
         let (items, e) = trace_items(t, calls(rows), context, per);
-        *empty += e;
+        state.empty += e;
+        state.trace_ids.push(t.trace_id.clone());
         for item in items {
-            if per == Per::Call && !seen.insert(input_key(&item.input)) {
+            if per == Per::Call && !state.seen.insert(input_key(&item.input)) {
                 continue;
             }
             out.line(&line(&item, format)?)?;
@@ -1152,24 +1259,34 @@ mod chunks {
 
     async fn export_with(
         catalog: &Catalog,
-        traces: &[TraceRow],
+        keys: &[TraceKey],
         out: &std::path::Path,
-        chunks: (usize, usize),
+        (settle, first, chunk_bytes): (usize, usize, usize),
     ) -> Result<String, Box<dyn std::error::Error>> {
         let mut dataset = DatasetWriter::create(out)?;
-        export_in_chunks(
+        let cuts = Cuts {
+            settle,
+            first,
+            chunk_bytes,
+        };
+        let exported = export_cut(
             catalog,
-            traces,
+            keys,
+            "TRUE",
             Format::Items,
             Per::Call,
             &mut dataset,
-            chunks,
+            cuts,
         )
         .await?;
+        let ids: Vec<&String> = keys.iter().map(|k| &k.trace_id).collect();
+        assert_eq!(exported.trace_ids.iter().collect::<Vec<_>>(), ids);
         dataset.finish()?;
         Ok(std::fs::read_to_string(out)?)
     }
 
+    /// Settled a trace at a time, or a few, and written a trace a chunk, an export writes what
+    /// settling and writing every trace at once writes.
     #[tokio::test]
     async fn chunk_by_chunk_writes_what_one_chunk_writes() -> Result<(), Box<dyn std::error::Error>>
     {
@@ -1181,20 +1298,28 @@ mod chunks {
             .map(|id| (id.clone(), vec!["all".into()]))
             .collect();
         crate::select::register_selected(&catalog, &selected)?;
-        let traces = selected_traces(&catalog, "TRUE").await?;
-        assert_eq!(traces.len(), 12);
+        let keys = settled_keys(&catalog, "TRUE").await?;
+        assert_eq!(keys.len(), 12);
 
         let whole = export_with(
             &catalog,
-            &traces,
+            &keys,
             &dir.path().join("one.jsonl"),
-            (100, 1 << 30),
+            (100, 100, 1 << 30),
         )
         .await?;
         // A chunk per trace: 1 byte fits none, so every chunk holds one.
-        let chunked =
-            export_with(&catalog, &traces, &dir.path().join("many.jsonl"), (1, 1)).await?;
-        assert_eq!(chunked, whole);
+        for (n, cuts) in [(1, 1, 1), (5, 2, 1), (5, 100, 1 << 30)]
+            .into_iter()
+            .enumerate()
+        {
+            let out = dir.path().join(format!("cut{n}.jsonl"));
+            assert_eq!(
+                export_with(&catalog, &keys, &out, cuts).await?,
+                whole,
+                "{cuts:?}"
+            );
+        }
 
         let lines: Vec<serde_json::Value> = whole
             .lines()

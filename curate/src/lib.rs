@@ -24,7 +24,7 @@ pub mod span_store;
 pub mod usage;
 pub mod window;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -363,31 +363,30 @@ pub async fn export_dataset(
             sql_time(ts.until)
         ));
     }
-    // Sampled and limited on the ids first: the full rows (root, usage, scores) of traces the
-    // export leaves out are not computed (a `--limit 50000` of 686,107 selected traces settled
-    // them all before).
-    let picked = if args.sample.is_some() || args.limit.is_some() {
-        let ids = export::settled_ids(&catalog, &eligible).await?;
-        let settled = ids.len();
-        let kept = select::sample_and_limit(ids, args.sample, args.seed, args.limit);
-        if kept.len() < settled {
-            let kept: BTreeSet<String> = kept.into_iter().collect();
-            combined.retain(|id, _| kept.contains(id));
-            select::register_selected(&catalog, &combined)?;
-        }
-        Some(settled)
-    } else {
-        None
-    };
+    // The settled traces' ids, in export order, with the rules that selected them and the
+    // window of their spans' starts; sampled and limited before any trace's full row (root,
+    // usage) is computed.
+    let mut keys = export::settled_keys(&catalog, &eligible).await?;
     drop(combined);
-    let traces = export::selected_traces(&catalog, &eligible).await?;
-    let settled = picked.unwrap_or(traces.len());
+    let settled = keys.len();
+    if args.sample.is_some() || args.limit.is_some() {
+        keys = select::sample_and_limit(keys, args.sample, args.seed, args.limit);
+    }
     let not_settled = selected - settled;
     tracing::debug!(ms = lap(&mut phase), settled, "selected traces settled");
-    progress.set_message(format!("exporting {} traces", traces.len()));
+    progress.set_message(format!("exporting {} traces", keys.len()));
     progress.inc(1);
     let mut dataset = manifest::DatasetWriter::create(&out)?;
-    let exported = export::export(&catalog, &traces, args.format, args.per, &mut dataset).await?;
+    let exported = export::export(
+        &catalog,
+        &keys,
+        &eligible,
+        args.format,
+        args.per,
+        &mut dataset,
+    )
+    .await?;
+    drop(keys);
     let lines = dataset.lines();
     tracing::debug!(ms = lap(&mut phase), lines, "dataset written");
     let written = dataset.finish()?;
@@ -403,8 +402,8 @@ pub async fn export_dataset(
         selected_per_rule,
         selected,
         not_settled,
-        exported_traces: exported.traces,
-        trace_ids: traces.iter().map(|t| t.trace_id.clone()).collect(),
+        exported_traces: exported.trace_ids.len(),
+        trace_ids: exported.trace_ids,
         lines,
         calls_without_content: exported.calls_without_content,
         out: out.display().to_string(),
