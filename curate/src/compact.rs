@@ -1019,168 +1019,83 @@ mod tests {
         Ok(())
     }
 
-    /// A store where a compaction step happens exactly at a reader's listing: `Compact`
-    /// creates the record and writes the target just before the listing, `Retire` deletes the
-    /// sources and then the record just after it.
-    #[derive(Debug)]
-    struct Racing {
-        inner: Arc<object_store::memory::InMemory>,
-        step: Step,
+    const PART: &str = "spans/tenant=t/date=2026-03-02/hour=05";
+
+    async fn put(store: &dyn ObjectStore, path: &str, body: &str) -> object_store::Result<()> {
+        let body = PutPayload::from(body.to_string());
+        store.put(&ObjectPath::from(path), body).await.map(drop)
     }
 
+    /// A compaction step: `Compact` creates the record and writes the target M of sources
+    /// S1 and S2; `Retire` deletes the sources, then the record.
     #[derive(Debug, Clone, Copy)]
     enum Step {
         Compact,
         Retire,
     }
 
-    const PART: &str = "spans/tenant=t/date=2026-03-02/hour=05";
-
-    fn race_record() -> Record {
-        Record {
+    async fn step(store: &dyn ObjectStore, step: Step) -> object_store::Result<()> {
+        let record = Record {
             groups: vec![Group {
                 target: format!("{PART}/M.parquet"),
                 sources: vec![format!("{PART}/S1.parquet"), format!("{PART}/S2.parquet")],
             }],
             created: DateTime::UNIX_EPOCH,
             run: "r".into(),
-        }
-    }
-
-    async fn put(store: &dyn ObjectStore, path: &str, body: Vec<u8>) -> object_store::Result<()> {
-        store
-            .put(&ObjectPath::from(path), body.into())
-            .await
-            .map(drop)
-    }
-
-    impl Racing {
-        async fn step(inner: &dyn ObjectStore, step: Step) -> object_store::Result<()> {
-            let record = race_record();
-            let record_path = ObjectPath::from(format!("{RECORDS_DIR}/t.2026-03-02T05.json"));
-            match step {
-                Step::Compact => {
-                    let body = serde_json::to_vec(&record).unwrap_or_default();
-                    inner.put(&record_path, body.into()).await?;
-                    put(inner, &record.groups[0].target, b"m".to_vec()).await
+        };
+        let record_path = format!("{RECORDS_DIR}/t.2026-03-02T05.json");
+        match step {
+            Step::Compact => {
+                put(
+                    store,
+                    &record_path,
+                    &serde_json::to_string(&record).unwrap_or_default(),
+                )
+                .await?;
+                put(store, &record.groups[0].target, "m").await
+            }
+            Step::Retire => {
+                for s in &record.groups[0].sources {
+                    store.delete(&ObjectPath::from(s.as_str())).await?;
                 }
-                Step::Retire => {
-                    for s in &record.groups[0].sources {
-                        inner.delete(&ObjectPath::from(s.as_str())).await?;
-                    }
-                    inner.delete(&record_path).await
-                }
+                store.delete(&ObjectPath::from(record_path)).await
             }
         }
     }
 
-    impl std::fmt::Display for Racing {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "Racing({:?})", self.step)
-        }
-    }
-
-    #[async_trait]
-    impl ObjectStore for Racing {
-        async fn put_opts(
-            &self,
-            location: &ObjectPath,
-            payload: PutPayload,
-            opts: PutOptions,
-        ) -> object_store::Result<PutResult> {
-            self.inner.put_opts(location, payload, opts).await
-        }
-
-        async fn put_multipart_opts(
-            &self,
-            location: &ObjectPath,
-            opts: PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-
-        async fn get_opts(
-            &self,
-            location: &ObjectPath,
-            options: GetOptions,
-        ) -> object_store::Result<GetResult> {
-            self.inner.get_opts(location, options).await
-        }
-
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, object_store::Result<ObjectPath>>,
-        ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
-            self.inner.delete_stream(locations)
-        }
-
-        fn list(
-            &self,
-            prefix: Option<&ObjectPath>,
-        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            let (inner, prefix) = (self.inner.clone(), prefix.cloned());
-            // Only the listing of span files races; the records' listing is left alone.
-            let step = prefix
-                .as_ref()
-                .is_some_and(|p| p.as_ref().starts_with(schemas::layout::SPANS_DIR))
-                .then_some(self.step);
-            futures::stream::once(async move {
-                if let Some(step @ Step::Compact) = step {
-                    Racing::step(inner.as_ref(), step).await?;
-                }
-                let metas: Vec<ObjectMeta> = inner.list(prefix.as_ref()).try_collect().await?;
-                if let Some(step @ Step::Retire) = step {
-                    Racing::step(inner.as_ref(), step).await?;
-                }
-                Ok::<_, object_store::Error>(futures::stream::iter(metas.into_iter().map(Ok)))
-            })
-            .try_flatten()
-            .boxed()
-        }
-
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&ObjectPath>,
-        ) -> object_store::Result<ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-
-        async fn copy_opts(
-            &self,
-            from: &ObjectPath,
-            to: &ObjectPath,
-            options: CopyOptions,
-        ) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
-        }
-    }
-
-    /// The span files a reader listing `spans/` sees when `step` happens at its listing.
-    async fn listed_when(step: Step) -> object_store::Result<Vec<String>> {
+    /// The span files a reader's listing of `spans/` shows when `at` happens right before
+    /// (`Compact`) or right after (`Retire`) the listing itself.
+    async fn listed_when(at: Step) -> object_store::Result<Vec<String>> {
         let inner = Arc::new(object_store::memory::InMemory::new());
         for s in ["S1", "S2"] {
-            put(
-                inner.as_ref(),
-                &format!("{PART}/{s}.parquet"),
-                b"s".to_vec(),
-            )
-            .await?;
+            put(inner.as_ref(), &format!("{PART}/{s}.parquet"), "s").await?;
         }
-        if let Step::Retire = step {
-            Racing::step(inner.as_ref(), Step::Compact).await?;
+        if let Step::Retire = at {
+            step(inner.as_ref(), Step::Compact).await?;
         }
-        let visible = VisibleStore::new(Arc::new(Racing { inner, step }), ObjectPath::default());
-        let mut names: Vec<String> = visible
-            .list(Some(&ObjectPath::from("spans")))
-            .map_ok(|m| m.location.filename().unwrap_or_default().to_string())
-            .try_collect()
-            .await?;
+        let visible = VisibleStore::new(inner.clone(), ObjectPath::default());
+        let listing = async {
+            if let Step::Compact = at {
+                step(inner.as_ref(), at).await?;
+            }
+            let spans = ObjectPath::from("spans");
+            let metas: Vec<ObjectMeta> = inner.list(Some(&spans)).try_collect().await?;
+            if let Step::Retire = at {
+                step(inner.as_ref(), at).await?;
+            }
+            Ok(metas)
+        };
+        let metas = visible.without_superseded(listing, |m| m).await?;
+        let mut names: Vec<String> = metas
+            .iter()
+            .map(|m| m.location.filename().unwrap_or_default().to_string())
+            .collect();
         names.sort();
         Ok(names)
     }
 
     /// A listing taken while compaction writes a target, or while it retires the sources, holds
-    /// the sources or the target and nothing deleted: the record is read before and after it.
+    /// the sources or the target and nothing deleted: the records are read before and after it.
     #[tokio::test]
     async fn a_listing_during_compaction_holds_sources_or_target() -> object_store::Result<()> {
         assert_eq!(listed_when(Step::Compact).await?, ["M.parquet"]);

@@ -787,10 +787,20 @@ const SETTLE_TRACES: usize = 65_536;
 /// How an export is cut: traces settled at a time, traces in the first chunk, bytes of query
 /// results per chunk.
 #[derive(Debug, Clone, Copy)]
-struct Cuts {
+pub struct Cuts {
     settle: usize,
     first: usize,
     chunk_bytes: usize,
+}
+
+impl Default for Cuts {
+    fn default() -> Self {
+        Self {
+            settle: SETTLE_TRACES,
+            first: FIRST_CHUNK_TRACES,
+            chunk_bytes: CHUNK_BYTES,
+        }
+    }
 }
 
 /// What goes on from one chunk of an export to the next.
@@ -816,23 +826,6 @@ struct Chunking {
 /// traces as [`CHUNK_BYTES`] fits at the previous chunks' bytes per trace, growing at most
 /// 4x from one chunk to the next.
 pub async fn export(
-    catalog: &Catalog,
-    keys: &[TraceKey],
-    eligible: &str,
-    format: Format,
-    per: Per,
-    out: &mut DatasetWriter,
-) -> Result<Exported, CurateError> {
-    let cuts = Cuts {
-        settle: SETTLE_TRACES,
-        first: FIRST_CHUNK_TRACES,
-        chunk_bytes: CHUNK_BYTES,
-    };
-    export_cut(catalog, keys, eligible, format, per, out, cuts).await
-}
-
-/// [`export`] cut as `cuts` says.
-async fn export_cut(
     catalog: &Catalog,
     keys: &[TraceKey],
     eligible: &str,
@@ -1269,7 +1262,7 @@ mod chunks {
             first,
             chunk_bytes,
         };
-        let exported = export_cut(
+        let exported = export(
             catalog,
             keys,
             "TRUE",

@@ -384,6 +384,7 @@ pub async fn export_dataset(
         args.format,
         args.per,
         &mut dataset,
+        export::Cuts::default(),
     )
     .await?;
     drop(keys);
