@@ -18,6 +18,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
@@ -153,28 +154,40 @@ pub struct TraceKey {
 
 /// The selected traces that satisfy `eligible` (as [`selected_traces`]), in the same order,
 /// without the rest of each trace's row: the `traces` view then computes only the trace's
-/// start and end, not its root, usage and scores.
-pub async fn settled_keys(catalog: &Catalog, eligible: &str) -> Result<Vec<TraceKey>, CurateError> {
+/// start and end, not its root, usage and scores. Only the first `keep` are kept (all when
+/// `None`); the second value counts them all.
+pub async fn settled_keys(
+    catalog: &Catalog,
+    eligible: &str,
+    keep: Option<usize>,
+) -> Result<(Vec<TraceKey>, usize), CurateError> {
     let sql = settled_sql(
         "t.trace_id, s.rules, arrow_cast(t.start_time, 'Int64') AS start_ns, \
          arrow_cast(t.last_span_start, 'Int64') AS last_start_ns",
         eligible,
     );
-    let mut out = Vec::new();
-    for b in query(catalog, &sql).await? {
+    let (mut out, mut settled) = (Vec::new(), 0);
+    let mut batches = catalog.ctx.sql(&sql).await?.execute_stream().await?;
+    while let Some(b) = batches.next().await {
+        let b = b?;
+        settled += b.num_rows();
+        let room = keep.map_or(b.num_rows(), |k| k.saturating_sub(out.len()));
+        if room == 0 {
+            continue;
+        }
         let c = Cols { batch: &b };
-        let (ids, rules) = (c.strings("trace_id")?, c.strings("rules")?);
+        let (mut ids, mut rules) = (c.strings("trace_id")?, c.strings("rules")?);
         let (start, last) = (c.ints("start_ns")?, c.ints("last_start_ns")?);
-        for i in 0..b.num_rows() {
+        for i in 0..b.num_rows().min(room) {
             out.push(TraceKey {
-                trace_id: ids[i].clone().unwrap_or_default(),
-                rules: rules[i].clone().unwrap_or_default(),
+                trace_id: ids[i].take().unwrap_or_default(),
+                rules: rules[i].take().unwrap_or_default(),
                 start_ns: start[i].unwrap_or(0),
                 last_start_ns: last[i].unwrap_or(0),
             });
         }
     }
-    Ok(out)
+    Ok((out, settled))
 }
 
 /// The selected traces that satisfy `eligible`, a predicate over `traces t` (the settle
@@ -1291,7 +1304,11 @@ mod chunks {
             .map(|id| (id.clone(), vec!["all".into()]))
             .collect();
         crate::select::register_selected(&catalog, &selected)?;
-        let keys = settled_keys(&catalog, "TRUE").await?;
+        let (keys, settled) = settled_keys(&catalog, "TRUE", None).await?;
+        assert_eq!(settled, 12);
+        let (first, _) = settled_keys(&catalog, "TRUE", Some(5)).await?;
+        let ids = |k: &[TraceKey]| k.iter().map(|k| k.trace_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&first), ids(&keys[..5]));
         assert_eq!(keys.len(), 12);
 
         let whole = export_with(

@@ -366,9 +366,10 @@ pub async fn export_dataset(
     // The settled traces' ids, in export order, with the rules that selected them and the
     // window of their spans' starts; sampled and limited before any trace's full row (root,
     // usage) is computed.
-    let mut keys = export::settled_keys(&catalog, &eligible).await?;
+    // A limit alone keeps the first traces: the keys of the rest are only counted.
+    let keep = args.limit.filter(|_| args.sample.is_none());
+    let (mut keys, settled) = export::settled_keys(&catalog, &eligible, keep).await?;
     drop(combined);
-    let settled = keys.len();
     if args.sample.is_some() || args.limit.is_some() {
         keys = select::sample_and_limit(keys, args.sample, args.seed, args.limit);
     }
