@@ -365,8 +365,7 @@ pub async fn export_dataset(
     }
     // The settled traces' ids, in export order, with the rules that selected them and the
     // window of their spans' starts; sampled and limited before any trace's full row (root,
-    // usage) is computed.
-    // A limit alone keeps the first traces: the keys of the rest are only counted.
+    // usage) is computed. A limit alone keeps the first: the keys of the rest are only counted.
     let keep = args.limit.filter(|_| args.sample.is_none());
     let (mut keys, settled) = export::settled_keys(&catalog, &eligible, keep).await?;
     drop(combined);
