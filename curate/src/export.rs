@@ -859,14 +859,10 @@ pub async fn export(
             group.iter().map(|k| k.last_start_ns),
         );
         let narrowed = catalog.narrowed(window).await?;
-        let ids = StringArray::from_iter_values(group.iter().map(|k| k.trace_id.as_str()));
-        let rules = StringArray::from_iter_values(group.iter().map(|k| k.rules.as_str()));
-        narrowed.register_batch(
-            "selected",
-            vec![
-                ("trace_id", Arc::new(ids) as ArrayRef),
-                ("rules", Arc::new(rules)),
-            ],
+        crate::select::register_selected(
+            &narrowed,
+            group.iter().map(|k| &k.trace_id),
+            group.iter().map(|k| &k.rules),
         )?;
         let traces = selected_traces(&narrowed, eligible).await?;
         tracing::debug!(
@@ -1195,8 +1191,6 @@ mod join_sides {
 /// Exports in chunks write what one chunk writes, spans in later hour partitions included.
 #[cfg(test)]
 mod chunks {
-    use std::collections::BTreeMap;
-
     use schemas::opentelemetry_proto::tonic::trace::v1::Span;
 
     use super::*;
@@ -1299,11 +1293,7 @@ mod chunks {
         let dir = tempfile::tempdir()?;
         let ids = store(&dir.path().join("store"))?;
         let catalog = crate::test_store::open(&dir.path().join("store")).await?;
-        let selected: BTreeMap<String, Vec<String>> = ids
-            .iter()
-            .map(|id| (id.clone(), vec!["all".into()]))
-            .collect();
-        crate::select::register_selected(&catalog, &selected)?;
+        crate::select::register_selected(&catalog, &ids, ids.iter().map(|_| "all"))?;
         let (keys, settled) = settled_keys(&catalog, "TRUE", None).await?;
         assert_eq!(settled, 12);
         let (first, _) = settled_keys(&catalog, "TRUE", Some(5)).await?;

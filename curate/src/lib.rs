@@ -352,7 +352,11 @@ pub async fn export_dataset(
     }
     progress.set_message(format!("settling {} selected traces", combined.len()));
     progress.inc(1);
-    select::register_selected(&catalog, &combined)?;
+    select::register_selected(
+        &catalog,
+        combined.keys(),
+        combined.values().map(|r| r.join(",")),
+    )?;
     let selected = combined.len();
     tracing::debug!(ms = lap(&mut phase), selected, "rules ran");
     let mut eligible = format!("t.end_time <= {}", sql_time(now - settle));

@@ -77,18 +77,21 @@ pub fn combine(per_rule: &PerRule, how: Match) -> BTreeMap<String, Vec<String>> 
     by_trace
 }
 
-/// Registers `selected(trace_id, rules)` so views can be joined to the selection.
+/// Registers `selected(trace_id, rules)` so views can be joined to the selection: each id
+/// with the rules that selected it, comma-separated.
 pub fn register_selected(
     catalog: &Catalog,
-    selected: &BTreeMap<String, Vec<String>>,
+    ids: impl IntoIterator<Item = impl AsRef<str>>,
+    rules: impl IntoIterator<Item = impl AsRef<str>>,
 ) -> Result<(), CurateError> {
-    let ids = StringArray::from_iter_values(selected.keys());
-    let rules = StringArray::from_iter_values(selected.values().map(|r| r.join(",")));
     catalog.register_batch(
         "selected",
         vec![
-            ("trace_id", Arc::new(ids) as ArrayRef),
-            ("rules", Arc::new(rules)),
+            (
+                "trace_id",
+                Arc::new(StringArray::from_iter_values(ids)) as ArrayRef,
+            ),
+            ("rules", Arc::new(StringArray::from_iter_values(rules))),
         ],
     )
 }
