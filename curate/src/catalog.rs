@@ -122,6 +122,7 @@ pub struct CatalogOptions {
 }
 
 /// A session with the store's tables and views registered.
+#[derive(Clone)]
 pub struct Catalog {
     pub ctx: SessionContext,
     pub location: StoreLocation,

@@ -258,18 +258,13 @@ pub async fn selected_traces(
 }
 
 /// The LLM calls of the export's traces, by trace (in the traces' order), then start and
-/// span id; the rank is the trace's position. `spans` is the window of their start times.
-fn calls_sql(spans: &Window) -> String {
-    format!(
-        "SELECT e.rank, l.trace_id, l.span_id, l.parent_span_id, l.service_name, \
-         arrow_cast(l.start_time, 'Int64') AS start_ns, l.duration_ns, l.status_code, l.model, \
-         l.input_tokens, l.output_tokens, l.cost_usd, l.system_prompt, l.input_messages, \
-         l.output_messages, l.context \
-         FROM export_traces e JOIN (SELECT * FROM llm_calls WHERE {}) l ON l.trace_id = e.trace_id \
-         ORDER BY e.rank, l.start_time, l.span_id",
-        spans.predicate()
-    )
-}
+/// span id; the rank is the trace's position.
+const CALLS_SQL: &str = "SELECT e.rank, l.trace_id, l.span_id, l.parent_span_id, l.service_name, \
+    arrow_cast(l.start_time, 'Int64') AS start_ns, l.duration_ns, l.status_code, l.model, \
+    l.input_tokens, l.output_tokens, l.cost_usd, l.system_prompt, l.input_messages, \
+    l.output_messages, l.context \
+    FROM export_traces e JOIN llm_calls l ON l.trace_id = e.trace_id \
+    ORDER BY e.rank, l.start_time, l.span_id";
 
 fn call_rows(b: &RecordBatch) -> Result<Vec<(i64, CallRow)>, CurateError> {
     let c = Cols { batch: b };
@@ -327,16 +322,13 @@ fn call_rows(b: &RecordBatch) -> Result<Vec<(i64, CallRow)>, CurateError> {
 }
 
 /// Documents of retrieval spans (not LLM calls) of the export's traces, by trace (in the
-/// traces' order), in start order. `spans` is the window of their start times.
-fn context_sql(spans: &Window) -> String {
-    format!(
-        "SELECT e.rank, llm_io(sp.attributes, sp.events)['context'] AS context \
-         FROM export_traces e JOIN (SELECT * FROM spans WHERE {}) sp ON sp.trace_id = e.trace_id \
-         WHERE sp.attributes['retrieval.documents.0.document.content'] IS NOT NULL \
-         AND NOT coalesce({}, false) ORDER BY e.rank, sp.start_time",
-        spans.predicate(),
-        crate::catalog::IS_LLM_CALL
-    )
+/// traces' order), in start order.
+fn context_sql() -> String {
+    "SELECT e.rank, llm_io(sp.attributes, sp.events)['context'] AS context \
+        FROM export_traces e JOIN spans sp ON sp.trace_id = e.trace_id \
+        WHERE sp.attributes['retrieval.documents.0.document.content'] IS NOT NULL \
+        AND NOT coalesce({IS_LLM_CALL}, false) ORDER BY e.rank, sp.start_time"
+        .replace("{IS_LLM_CALL}", crate::catalog::IS_LLM_CALL)
 }
 
 /// The window of the start times of the spans of traces that start at `starts` and whose
@@ -417,17 +409,14 @@ impl Fetched {
     }
 }
 
-/// Runs the calls and context queries of the traces `ids` (in export order), whose spans
-/// start in `window`.
-async fn fetch(
-    ctx: SessionContext,
-    ids: Vec<String>,
-    window: Window,
-) -> Result<Fetched, CurateError> {
+/// Runs the calls and context queries of the traces `ids` (in export order) in `catalog`
+/// narrowed to `window`, where their spans start.
+async fn fetch(catalog: Catalog, ids: Vec<String>, window: Window) -> Result<Fetched, CurateError> {
+    let ctx = catalog.narrowed(window).await?.ctx;
     register_order(&ctx, ids.iter().map(String::as_str))?;
     Ok(Fetched {
-        calls: ctx.sql(&calls_sql(&window)).await?.collect().await?,
-        context: ctx.sql(&context_sql(&window)).await?.collect().await?,
+        calls: ctx.sql(CALLS_SQL).await?.collect().await?,
+        context: ctx.sql(&context_sql()).await?.collect().await?,
     })
 }
 
@@ -908,7 +897,7 @@ async fn export_in_chunks(
             chunk.iter().map(|t| t.start_ns),
             chunk.iter().map(|t| t.last_start_ns),
         );
-        running.spawn(fetch(catalog.ctx.clone(), ids, window));
+        running.spawn(fetch(catalog.clone(), ids, window));
     };
     let mut chunk = &traces[..traces.len().min(state.next)];
     let mut done = chunk.len();
@@ -1168,7 +1157,7 @@ mod join_sides {
         // As many selected traces as the export that failed; the store has 40 of them.
         let ids: Vec<String> = (1..=50_000u32).map(|n| format!("{n:032x}")).collect();
         register_order(&catalog.ctx, ids.iter().map(String::as_str))?;
-        for sql in [calls_sql(&Window::ALL), context_sql(&Window::ALL)] {
+        for sql in [CALLS_SQL.to_string(), context_sql()] {
             let plan = catalog.ctx.sql(&sql).await?.create_physical_plan().await?;
             let plan = displayable(plan.as_ref()).indent(true).to_string();
             // A hash join's first input is the side it builds its table from.
