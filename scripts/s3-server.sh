@@ -43,11 +43,7 @@ start() {
     [[ -x "$VENV/bin/weed" ]] || "$REPO/scripts/pyenv.sh" >/dev/null
     [[ -x "$VENV/bin/weed" ]] || die "no $VENV/bin/weed after scripts/pyenv.sh (delete $VENV and retry)"
 
-    local s3 s3g master masterg volume volumeg filer filerg admin adming
-    read -r s3 s3g master masterg volume volumeg filer filerg admin adming <<<"$(free_ports)"
-    echo "$s3 $s3g $master $masterg $volume $volumeg $filer $filerg $admin $adming" >"$dir/ports"
-
-    local key secret
+    local key secret s3 attempt
     key="T2E$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F)"
     secret="$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
     cat >"$dir/s3.json" <<JSON
@@ -56,6 +52,37 @@ start() {
   "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
 JSON
 
+    # The ports were free when chosen, but anything on the machine (another test's server, an
+    # outgoing connection's ephemeral port) may take one before weed binds it. weed then exits at
+    # once saying so, and we start again on fresh ports.
+    for attempt in 1 2 3 4 5; do
+        s3="$(launch "$dir")"
+        wait_for_s3 "$dir" "$s3" "$key" "$secret" && break
+        grep -qiE 'is not available|address already in use' "$dir/weed.log" && ((attempt < 5)) ||
+            { tail -n 30 "$dir/weed.log" >&2; die "weed exited during startup (log: $dir/weed.log)"; }
+        log "a port was taken before weed bound it; retrying on fresh ports"
+        rm -f "$dir/weed.pid"
+    done
+
+    cat >"$dir/env" <<ENV
+AWS_ENDPOINT_URL=http://127.0.0.1:$s3
+AWS_ALLOW_HTTP=true
+AWS_ACCESS_KEY_ID=$key
+AWS_SECRET_ACCESS_KEY=$secret
+AWS_REGION=$REGION
+AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false
+AWS_COPY_IF_NOT_EXISTS=multipart
+S3_BUCKET=$BUCKET
+ENV
+    log "ready: http://127.0.0.1:$s3 bucket $BUCKET, pid $(cat "$dir/weed.pid"), env in $dir/env"
+    echo "$dir/env"
+}
+
+# Start weed mini on fresh ports in the background; print its S3 port.
+launch() {
+    local dir="$1" s3 s3g master masterg volume volumeg filer filerg admin adming
+    read -r s3 s3g master masterg volume volumeg filer filerg admin adming <<<"$(free_ports)"
+    echo "$s3 $s3g $master $masterg $volume $volumeg $filer $filerg $admin $adming" >"$dir/ports"
     # Every listener gets an explicit loopback port; WebDAV, Iceberg and Lance are not needed, so
     # they are off. Telemetry is off and its URL points nowhere, so nothing leaves the machine.
     # autoCreateBucket=false: a missing bucket is an error, as on AWS.
@@ -71,12 +98,17 @@ JSON
         -webdav=false -s3.autoCreateBucket=false -s3.config="$dir/s3.json" \
         </dev/null >"$dir/weed.log" 2>&1 &
     echo $! >"$dir/weed.pid"
+    echo "$s3"
+}
 
-    # Wait for S3 to answer, then create the bucket (retried: the filer may still be joining).
-    # 409 = the bucket survived from an earlier run in the same DIR.
-    local url="http://127.0.0.1:$s3" deadline=$((SECONDS + 60)) code=000
+# Wait for S3 to answer, then create the bucket (retried: the filer may still be joining).
+# 409 = the bucket survived from an earlier run in the same DIR. Fails if weed exits meanwhile;
+# dies if it does not answer within 60 s.
+wait_for_s3() {
+    local dir="$1" key="$3" secret="$4"
+    local url="http://127.0.0.1:$2" deadline=$((SECONDS + 60)) code=000
     while :; do
-        alive "$dir" || { tail -n 30 "$dir/weed.log" >&2; die "weed exited during startup (log: $dir/weed.log)"; }
+        alive "$dir" || return 1
         code="$(curl -s -o "$dir/.bucket.out" -w '%{http_code}' --max-time 5 \
             --aws-sigv4 "aws:amz:$REGION:s3" --user "$key:$secret" -X PUT "$url/$BUCKET" || true)"
         [[ "$code" == 200 || "$code" == 409 ]] && break
@@ -89,19 +121,6 @@ JSON
         sleep 0.5
     done
     rm -f "$dir/.bucket.out"
-
-    cat >"$dir/env" <<ENV
-AWS_ENDPOINT_URL=$url
-AWS_ALLOW_HTTP=true
-AWS_ACCESS_KEY_ID=$key
-AWS_SECRET_ACCESS_KEY=$secret
-AWS_REGION=$REGION
-AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false
-AWS_COPY_IF_NOT_EXISTS=multipart
-S3_BUCKET=$BUCKET
-ENV
-    log "ready: $url bucket $BUCKET, pid $(cat "$dir/weed.pid"), env in $dir/env"
-    echo "$dir/env"
 }
 
 stop() {

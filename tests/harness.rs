@@ -59,6 +59,31 @@ pub fn free_addr() -> TestResult<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
+/// The gRPC and HTTP addresses of ingest's `listening` log line, in the text format (ANSI
+/// colours included) or the JSON one.
+fn listening_addrs(log: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let line = log.lines().find(|l| l.contains("listening"))?;
+    // Drop the colours' escape sequences (ESC [ ... m).
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    let field = |name: &str| -> Option<SocketAddr> {
+        let rest = &plain[plain.find(name)? + name.len()..];
+        let rest = rest.trim_start_matches(['=', '"', ':']);
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    Some((field("grpc_addr")?, field("http_addr")?))
+}
+
 /// A running `ingest` child process. Killed when dropped.
 pub struct Ingest {
     child: Option<Child>,
@@ -93,16 +118,20 @@ impl IngestOpts {
 }
 
 impl Ingest {
-    /// Starts `ingest` and waits until `/healthz` answers.
+    /// Starts `ingest` on ports the kernel picks and waits until both listeners answer.
+    ///
+    /// Picking "free" ports here and passing them on races with every other test: a port free a
+    /// moment ago can be taken (by another server or by an outgoing connection's ephemeral port)
+    /// before ingest binds it. So ingest binds port 0 and the addresses come from its
+    /// `listening` log line, which holds the bound addresses in both log formats.
     pub fn start(opts: &IngestOpts) -> TestResult<Self> {
-        let grpc = free_addr()?;
-        let http = free_addr()?;
-        Self::start_on(opts, grpc, http)
-    }
-
-    pub fn start_on(opts: &IngestOpts, grpc: SocketAddr, http: SocketAddr) -> TestResult<Self> {
         std::fs::create_dir_all(&opts.wal_dir)?;
-        let log = opts.wal_dir.with_extension(format!("{}.log", http.port()));
+        let log = tempfile::Builder::new()
+            .prefix("ingest.")
+            .suffix(".log")
+            .tempfile_in(opts.wal_dir.parent().unwrap_or(&opts.wal_dir))?
+            .into_temp_path()
+            .keep()?;
         let log_file = std::fs::File::create(&log)?;
         let mut cmd = Command::new(bin_path("ingest")?);
         cmd.arg("--store")
@@ -110,9 +139,9 @@ impl Ingest {
             .arg("--wal-dir")
             .arg(&opts.wal_dir)
             .arg("--grpc-addr")
-            .arg(grpc.to_string())
+            .arg("127.0.0.1:0")
             .arg("--http-addr")
-            .arg(http.to_string())
+            .arg("127.0.0.1:0")
             .args(&opts.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -120,33 +149,32 @@ impl Ingest {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn()?;
-        let mut ingest = Self {
-            child: Some(child),
-            grpc,
-            http,
-            log,
-        };
+        let mut child = cmd.spawn()?;
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if std::net::TcpStream::connect(http).is_ok()
+            if let Some((grpc, http)) = listening_addrs(&log_text())
+                && std::net::TcpStream::connect(http).is_ok()
                 && std::net::TcpStream::connect(grpc).is_ok()
             {
-                return Ok(ingest);
+                return Ok(Self {
+                    child: Some(child),
+                    grpc,
+                    http,
+                    log,
+                });
             }
-            if let Some(status) = ingest
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                return Err(
-                    format!("ingest exited at start ({status}): {}", ingest.log_text()).into(),
-                );
-            }
-            if Instant::now() > deadline {
-                return Err(format!("ingest did not start: {}", ingest.log_text()).into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            let failure = if let Some(status) = child.try_wait()? {
+                format!("ingest exited at start ({status})")
+            } else if Instant::now() > deadline {
+                "ingest did not start in 30 s".to_string()
+            } else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{failure}: {}", log_text()).into());
         }
     }
 
@@ -375,4 +403,30 @@ pub fn peak_rss_mib(pid: u32) -> Option<f64> {
         .parse()
         .ok()?;
     Some(kib / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_addrs;
+
+    #[test]
+    fn listening_addrs_reads_both_log_formats() {
+        let text = "\x1b[2m2026-12-07T21:25:32.009642Z\x1b[0m \x1b[32m INFO\x1b[0m \
+            \x1b[2mingest\x1b[0m\x1b[2m:\x1b[0m listening \x1b[3mgrpc_addr\x1b[0m\x1b[2m=\x1b[0m\
+            127.0.0.1:37049 \x1b[3mhttp_addr\x1b[0m\x1b[2m=\x1b[0m127.0.0.1:36271 \
+            \x1b[3mstore\x1b[0m\x1b[2m=\x1b[0m/tmp/s/store";
+        let json = r#"{"timestamp":"2026-12-07T21:25:32.989145Z","level":"INFO","fields":{"message":"listening","grpc_addr":"127.0.0.1:34637","http_addr":"127.0.0.1:39359","store":"/tmp/s"},"target":"ingest"}"#;
+        for (line, grpc, http) in [
+            (text, "127.0.0.1:37049", "127.0.0.1:36271"),
+            (json, "127.0.0.1:34637", "127.0.0.1:39359"),
+        ] {
+            let log = format!("an earlier line\n{line}\na later line\n");
+            let (g, h) = listening_addrs(&log).expect(line);
+            assert_eq!(
+                (g.to_string(), h.to_string()),
+                (grpc.to_string(), http.to_string())
+            );
+        }
+        assert_eq!(listening_addrs("starting\n"), None);
+    }
 }
