@@ -1,8 +1,10 @@
 //! An OTLP receiver that decodes and counts, nothing else: the ceiling `loadgen` can reach on a
 //! machine, to compare `ingest` against. It serves OTLP/gRPC (TraceService/Export, gzip or
-//! identity) and OTLP/HTTP (`POST /v1/traces`, `application/x-protobuf`, gzip or identity),
-//! decodes every request with prost into an ExportTraceServiceRequest, counts its spans and
-//! answers an empty ExportTraceServiceResponse. No WAL, no storage.
+//! identity) and OTLP/HTTP (`POST /v1/traces`, `application/x-protobuf` or `application/json`,
+//! gzip or identity), decodes every request with prost into an ExportTraceServiceRequest (a
+//! JSON body first goes through ingest's own JSON-to-protobuf transcoder, the cheapest JSON
+//! decoding in the project), counts its spans and answers an empty
+//! ExportTraceServiceResponse. No WAL, no storage.
 //!
 //!   null-receiver [--grpc-addr 127.0.0.1:0] [--http-addr 127.0.0.1:0]
 //!
@@ -98,10 +100,13 @@ async fn http_export(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !content_type.starts_with("application/x-protobuf") {
+    let json = content_type.starts_with("application/json");
+    if !json && !content_type.starts_with("application/x-protobuf") {
         return text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Type {content_type:?}: only application/x-protobuf\n"),
+            format!(
+                "Content-Type {content_type:?}: only application/x-protobuf or application/json\n"
+            ),
         );
     }
     let body = match headers
@@ -125,14 +130,31 @@ async fn http_export(
             );
         }
     };
+    let body = if json {
+        match schemas::json_wire::transcode(&body) {
+            Ok(protobuf) => Bytes::from(protobuf),
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad OTLP/JSON: {e}\n")),
+        }
+    } else {
+        body
+    };
     match ExportTraceServiceRequest::decode(body) {
         Ok(request) => {
             counts.add(&request);
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/x-protobuf")],
-                ExportTraceServiceResponse::default().encode_to_vec(),
-            )
+            if json {
+                // ExportTraceServiceResponse's JSON form when nothing was refused.
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    b"{}".to_vec(),
+                )
+            } else {
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/x-protobuf")],
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )
+            }
         }
         Err(e) => text(
             StatusCode::BAD_REQUEST,

@@ -199,3 +199,68 @@ fn loadgen_merged_requests_land_every_span_once() -> TestResult {
     assert_eq!(ids.len() as u64, spans, "a span landed twice");
     Ok(())
 }
+
+/// The benchmarks' ceiling, `null-receiver`, decodes and counts what `loadgen` sends over gRPC,
+/// HTTP/protobuf and OTLP/JSON: every span counted once, none refused, and a body that is not
+/// OTLP/JSON refused with a 400 that says why.
+#[test]
+fn null_receiver_counts_every_span_loadgen_sends_over_each_protocol() -> TestResult {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    use trace2eval_tests::harness::{bin_path, output_of};
+    let mut null = Command::new(bin_path("null-receiver")?)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(null.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let url = |proto: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{proto}=")))
+            .map(str::to_string)
+            .ok_or(format!("no {proto} address in {line:?}"))
+    };
+    let mut sent = 0;
+    for target in [
+        vec!["--grpc".to_string(), url("grpc")?],
+        vec!["--http".to_string(), url("http")?],
+        vec![
+            "--http".to_string(),
+            url("http")?,
+            "--json-body".to_string(),
+        ],
+    ] {
+        let (code, out, err) = output_of(
+            Command::new(bin_path("loadgen")?)
+                .args(&target)
+                .args(["--once", "--traces", "200", "--json"]),
+        )?;
+        assert_eq!(code, 0, "{target:?}: {err}");
+        let figures: serde_json::Value = serde_json::from_str(out.trim())?;
+        assert_eq!(figures["errors"].as_u64(), Some(0), "{target:?}: {out}");
+        let spans = figures["spans"].as_u64().unwrap_or_default();
+        assert_eq!(Some(spans), figures["corpus_spans"].as_u64(), "{out}");
+        sent += spans;
+    }
+    let body = r#"{"resourceSpans": 7}"#;
+    let addr = url("http")?.trim_start_matches("http://").to_string();
+    let mut tcp = std::net::TcpStream::connect(&addr)?;
+    write!(
+        tcp,
+        "POST /v1/traces HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer)?;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("bad OTLP/JSON: resourceSpans"), "{answer}");
+    Command::new("kill").arg(null.id().to_string()).status()?;
+    let out = null.wait_with_output()?;
+    let err = String::from_utf8(out.stderr)?;
+    assert!(
+        err.contains(&format!("requests, {sent} spans")),
+        "sent {sent}: {err}"
+    );
+    Ok(())
+}
