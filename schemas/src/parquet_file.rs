@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
 
 use crate::convert::PartitionedBatches;
 use crate::error::SchemaError;
 use crate::layout::Partition;
-use crate::span_table::{span_schema, writer_properties};
+use crate::span_table::{ingest_writer_properties, span_schema, writer_properties};
 
 /// Streams record batches into Parquet bytes with the span table's writer settings.
 pub struct SpanFileWriter {
@@ -19,8 +20,13 @@ pub struct SpanFileWriter {
 }
 
 impl SpanFileWriter {
+    /// A file with compaction's settings ([`writer_properties`]).
     pub fn new() -> Result<Self, SchemaError> {
-        let writer = ArrowWriter::try_new(Vec::new(), span_schema(), Some(writer_properties()))?;
+        Self::with_properties(writer_properties())
+    }
+
+    fn with_properties(properties: WriterProperties) -> Result<Self, SchemaError> {
+        let writer = ArrowWriter::try_new(Vec::new(), span_schema(), Some(properties))?;
         Ok(Self { writer, rows: 0 })
     }
 
@@ -55,7 +61,8 @@ pub fn write_span_file(batches: &[RecordBatch]) -> Result<Bytes, SchemaError> {
 }
 
 /// One span file per partition, fed from [`PartitionedBatches`] as rows accumulate: what a
-/// flush of ingest's WAL segment writes.
+/// flush of ingest's WAL segment writes, with ingest's settings
+/// ([`ingest_writer_properties`]).
 #[derive(Default)]
 pub struct PartitionedFiles {
     writers: BTreeMap<Partition, SpanFileWriter>,
@@ -71,7 +78,9 @@ impl PartitionedFiles {
         for (partition, batch) in batches.finish()? {
             let writer = match self.writers.entry(partition) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(SpanFileWriter::new()?),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(SpanFileWriter::with_properties(ingest_writer_properties())?)
+                }
             };
             writer.write(&batch)?;
         }

@@ -130,9 +130,24 @@ pub fn span_schema() -> SchemaRef {
 /// before the writer gives up on it.
 const UNIQUE_COLUMNS: [&str; 4] = [c::SPAN_ID, c::START_TIME, c::END_TIME, c::DURATION_NS];
 
-static WRITER_PROPERTIES: LazyLock<WriterProperties> = LazyLock::new(|| {
+/// zstd level of the files compaction and curate write: batch jobs, where smaller files
+/// are worth the CPU.
+const COMPACT_ZSTD_LEVEL: i32 = 3;
+/// zstd level of the files ingest writes, on the path every span takes: level 1 is the
+/// naive path's ("P") and costs 0.94-0.96x the CPU per span of level 3 for 1.04-1.06x the
+/// bytes (BENCHMARKS.md, fourteenth session). Compaction rewrites them at level 3.
+const INGEST_ZSTD_LEVEL: i32 = 1;
+
+static WRITER_PROPERTIES: LazyLock<WriterProperties> =
+    LazyLock::new(|| properties(COMPACT_ZSTD_LEVEL));
+static INGEST_WRITER_PROPERTIES: LazyLock<WriterProperties> =
+    LazyLock::new(|| properties(INGEST_ZSTD_LEVEL));
+
+fn properties(zstd_level: i32) -> WriterProperties {
     let mut builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(zstd_level).unwrap_or_default(),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_column_bloom_filter_enabled(ColumnPath::from(c::TRACE_ID), true)
@@ -159,11 +174,17 @@ static WRITER_PROPERTIES: LazyLock<WriterProperties> = LazyLock::new(|| {
         }
     }
     builder.build()
-});
+}
 
 /// Writer settings of every span file: zstd, page-level statistics on top-level columns
 /// (which also writes the page index), a bloom filter on `trace_id` for trace lookups, no
-/// dictionary on columns of unique values, and the schema version.
+/// dictionary on columns of unique values, and the schema version. These are compaction's
+/// and curate's, at zstd level 3.
 pub fn writer_properties() -> WriterProperties {
     WRITER_PROPERTIES.clone()
+}
+
+/// [`writer_properties`] at zstd level 1: ingest's, where the CPU per span counts most.
+pub fn ingest_writer_properties() -> WriterProperties {
+    INGEST_WRITER_PROPERTIES.clone()
 }

@@ -1061,3 +1061,59 @@ fn rows_from_a_sliced_batch_are_the_slice() {
     assert_eq!(rows[1].links[0].span_id, "0000000000000004");
     assert_eq!(rows[2].attributes, attrs(&[("i", "4")]));
 }
+
+/// Ingest writes its files at zstd level 1, compaction at level 3: the same rows, read back
+/// alike, take fewer bytes once compacted.
+#[test]
+fn compaction_files_hold_the_same_rows_as_ingest_files_in_fewer_bytes() {
+    use crate::parquet_file::PartitionedFiles;
+    use crate::test_rng::Rng;
+    const WORDS: [&str; 12] = [
+        "the", "model", "answered", "question", "about", "retrieval", "context", "user", "asked",
+        "which", "document", "tokens",
+    ];
+    let mut rng = Rng(7);
+    let spans: Vec<Span> = (0..2_000u64)
+        .map(|i| {
+            let text: Vec<&str> = (0..40).map(|_| rng.pick(&WORDS)).collect();
+            let mut span = with_attrs(vec![
+                kv("gen_ai.prompt", s(&text.join(" "))),
+                kv("gen_ai.request.model", s(rng.pick(&["gpt-4o", "claude"]))),
+            ]);
+            span.span_id = (i + 1).to_be_bytes().to_vec();
+            span.start_time_unix_nano = START + i * 1_000_000;
+            span.end_time_unix_nano = START + i * 1_000_000 + rng.next() % 1_000_000_000;
+            span
+        })
+        .collect();
+    let request = [resource_spans(None, None, spans)];
+
+    let mut batches = PartitionedBatches::new();
+    batches.append("acme", &request);
+    let mut files = PartitionedFiles::default();
+    files.drain(&mut batches).expect("encode");
+    let mut ingested = files.finish().expect("finish");
+    assert_eq!(ingested.len(), 1);
+    let (_, ingest_file, rows) = ingested.remove(0);
+    assert_eq!(rows, 2_000);
+
+    let batches: Vec<_> = to_record_batches("acme", &request)
+        .expect("convert")
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    let compacted = write_span_file(&batches).expect("write parquet");
+
+    assert!(
+        compacted.len() < ingest_file.len(),
+        "compacted {} B, ingested {} B",
+        compacted.len(),
+        ingest_file.len()
+    );
+    let (a, b) = (
+        read_span_file(ingest_file).expect("read ingest's file"),
+        read_span_file(compacted).expect("read the compacted file"),
+    );
+    assert_eq!(a.len(), 2_000);
+    assert_eq!(a, b);
+}
