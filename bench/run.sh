@@ -165,7 +165,7 @@ for proto in ("grpc", "http", "http-json"):
                    f"{i['spans_per_s'] / n['spans_per_s']:.2f} of its spans/s.")
 p = json.load(open(work / "p.json"))
 out.append(f"\nP on this corpus ({p['request_bytes_per_span']:,.0f} request B/span; `naive-path`: decode -> Arrow -> "
-           f"Parquet -> fsync in process, no transport): {p['p_spans_per_cpu_s']:,.0f} spans per CPU-second.")
+           f"Parquet zstd-1 -> fsync in process, no transport): {p['p_spans_per_cpu_s']:,.0f} spans per CPU-second.")
 targets = {"grpc": "0.6 P first, P the goal", "http": "within 10% of gRPC",
            "http-json": "95k where P was 160k: 0.59 P"}
 for proto in ("grpc", "http", "http-json"):
