@@ -1068,14 +1068,14 @@ fn rows_from_a_sliced_batch_are_the_slice() {
 fn compaction_files_hold_the_same_rows_as_ingest_files_in_fewer_bytes() {
     use crate::parquet_file::PartitionedFiles;
     use crate::test_rng::Rng;
-    const WORDS: [&str; 12] = [
-        "the", "model", "answered", "question", "about", "retrieval", "context", "user", "asked",
-        "which", "document", "tokens",
-    ];
+    let words: Vec<&str> = "the model answered question about retrieval context user asked which \
+        document tokens"
+        .split_whitespace()
+        .collect();
     let mut rng = Rng(7);
     let spans: Vec<Span> = (0..2_000u64)
         .map(|i| {
-            let text: Vec<&str> = (0..40).map(|_| rng.pick(&WORDS)).collect();
+            let text: Vec<&str> = (0..40).map(|_| rng.pick(&words)).collect();
             let mut span = with_attrs(vec![
                 kv("gen_ai.prompt", s(&text.join(" "))),
                 kv("gen_ai.request.model", s(rng.pick(&["gpt-4o", "claude"]))),
