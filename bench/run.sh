@@ -10,7 +10,7 @@
 #    request latency, CPU seconds per million spans and spans per CPU-second of the ingest
 #    process, its peak RSS; the same generator against `null-receiver` (decode and count only)
 #    as the ceiling on this machine, and the ratio; and ingest as a fraction of P, the naive
-#    path (decode -> Arrow -> Parquet -> fsync) measured in process on the same corpus
+#    path (decode -> Arrow -> Parquet zstd-1 -> fsync) measured in process on the same corpus
 #    (`naive-path`), which the issue's targets are stated in. The OTLP/JSON target (95k stored
 #    spans per CPU-second where P was 160k) is compared as its share of P, 0.59 P, since this
 #    machine's speed moves by more than 1.5x between hours.
@@ -134,13 +134,14 @@ done
 echo "== P: the naive path in process on the same corpus (naive-path)" >&2
 "$bin/naive-path" --traces "$load_traces" --seconds 10 --json >"$work/p.json" 2>/dev/null
 
-report() { # the figures so far (part 1 and P) as Markdown, then the rest when it ran
-  $py - "$work" "$@" <<'PY'
+report() { # the figures of part 1 and P as Markdown
+  $py - "$work" <<'PY'
 import json, pathlib, sys
 work = pathlib.Path(sys.argv[1])
+PROTOCOLS = ("grpc", "http", "http-json")
 runs = {}
 for kind in ("ingest", "null"):
-    for proto in ("grpc", "http", "http-json"):
+    for proto in PROTOCOLS:
         r = json.loads((work / f"{kind}-{proto}.json").read_text())
         t = work / f"{kind}-{proto}.time"
         if t.exists():  # ingest: CPU and peak RSS over its whole life, final flush included
@@ -158,7 +159,7 @@ for (kind, proto), r in runs.items():
                f"{cpu_m:.2f} | {per_cpu:,.0f} | {r.get('receiver_peak_rss_mib') or 0:.0f} | {r['errors']} |"
                if per_cpu else f"| {kind} | {proto} | {r['spans_per_s']:,.0f} | | | | | | {r['errors']} |")
 out.append("")
-for proto in ("grpc", "http", "http-json"):
+for proto in PROTOCOLS:
     i, n = runs.get(("ingest", proto)), runs.get(("null", proto))
     if i and n and i.get("spans_per_cpu_s") and n.get("spans_per_cpu_s"):
         out.append(f"ingest/{proto}: {i['spans_per_cpu_s'] / n['spans_per_cpu_s']:.2f} of the null receiver's spans per CPU-second, "
@@ -168,7 +169,7 @@ out.append(f"\nP on this corpus ({p['request_bytes_per_span']:,.0f} request B/sp
            f"Parquet zstd-1 -> fsync in process, no transport): {p['p_spans_per_cpu_s']:,.0f} spans per CPU-second.")
 targets = {"grpc": "0.6 P first, P the goal", "http": "within 10% of gRPC",
            "http-json": "95k where P was 160k: 0.59 P"}
-for proto in ("grpc", "http", "http-json"):
+for proto in PROTOCOLS:
     i = runs.get(("ingest", proto))
     if i and i.get("spans_per_cpu_s"):
         out.append(f"ingest/{proto}: {i['spans_per_cpu_s'] / p['p_spans_per_cpu_s']:.2f} P (target: {targets[proto]}).")

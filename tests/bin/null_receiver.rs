@@ -141,20 +141,16 @@ async fn http_export(
     match ExportTraceServiceRequest::decode(body) {
         Ok(request) => {
             counts.add(&request);
-            if json {
-                // ExportTraceServiceResponse's JSON form when nothing was refused.
-                (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    b"{}".to_vec(),
-                )
+            // An empty ExportTraceServiceResponse, in the request's encoding.
+            let (content_type, body) = if json {
+                ("application/json", b"{}".to_vec())
             } else {
                 (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/x-protobuf")],
+                    "application/x-protobuf",
                     ExportTraceServiceResponse::default().encode_to_vec(),
                 )
-            }
+            };
+            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body)
         }
         Err(e) => text(
             StatusCode::BAD_REQUEST,
