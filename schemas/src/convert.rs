@@ -10,7 +10,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -479,6 +478,10 @@ fn list_array(
 }
 
 /// Nanoseconds as i64; validated spans always fit, anything else saturates.
+/// Partitions are hourly (UTC): spans whose start is in the same hour since the epoch share
+/// one.
+const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+
 fn nanos(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
 }
@@ -767,6 +770,9 @@ impl PartitionedBatches {
     /// `tenant`, reading it in place. Nothing is appended when it is not a valid request.
     pub fn append_encoded(&mut self, tenant: &str, request: &[u8]) -> Result<(), WireError> {
         let request = Request::parse(request)?;
+        // A request's spans mostly start within one hour: their partition (two strings) is
+        // worked out again only when the hour changes.
+        let mut current: Option<(i64, Partition)> = None;
         for rs in &request.resource_spans {
             let resource_attributes = &rs.resource.attributes;
             let service_name = resource_attributes
@@ -785,15 +791,21 @@ impl PartitionedBatches {
                     scope_schema_url: ss.schema_url,
                 };
                 for s in &ss.spans {
-                    let partition = Partition::of_span(tenant, nanos(s.start_time_unix_nano));
-                    let columns = match self.partitions.entry(partition) {
-                        Entry::Occupied(e) => e.into_mut(),
-                        Entry::Vacant(e) => {
-                            let sizes = self.sizes.get(e.key()).copied().unwrap_or_default();
-                            e.insert(SpanColumns::new(&sizes))
-                        }
+                    let start = nanos(s.start_time_unix_nano);
+                    let hour = start.div_euclid(NANOS_PER_HOUR);
+                    let partition = match &current {
+                        Some((h, p)) if *h == hour => p,
+                        _ => &current.insert((hour, Partition::of_span(tenant, start))).1,
                     };
-                    columns.append(&ctx, s, &mut self.scratch);
+                    match self.partitions.get_mut(partition) {
+                        Some(columns) => columns.append(&ctx, s, &mut self.scratch),
+                        None => {
+                            let sizes = self.sizes.get(partition).copied().unwrap_or_default();
+                            let mut columns = SpanColumns::new(&sizes);
+                            columns.append(&ctx, s, &mut self.scratch);
+                            self.partitions.insert(partition.clone(), columns);
+                        }
+                    }
                 }
             }
         }
