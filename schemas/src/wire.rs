@@ -71,18 +71,22 @@ impl<'a> Value<'a> {
 
     /// A string field's text when `KEEP`; otherwise only its check, and `""`.
     fn text<const KEEP: bool>(self) -> Result<&'a str> {
-        let b = self.bytes()?;
-        if KEEP {
-            // simdutf8 checks ASCII-heavy text several times faster than std, same verdict.
-            return simdutf8::basic::from_utf8(b).map_err(|_| NOT_UTF8);
-        }
-        // simdutf8 hands strings under 64 bytes to std's check, which costs twice an ASCII
-        // test on the short keys and values that most attributes are.
-        if (b.len() < 64 && b.is_ascii()) || simdutf8::basic::from_utf8(b).is_ok() {
-            Ok("")
-        } else {
-            Err(NOT_UTF8)
-        }
+        text::<KEEP>(self.bytes()?)
+    }
+}
+
+/// The bytes of a string field as text when `KEEP`; otherwise only their check, and `""`.
+fn text<const KEEP: bool>(b: &[u8]) -> Result<&str> {
+    if KEEP {
+        // simdutf8 checks ASCII-heavy text several times faster than std, same verdict.
+        return simdutf8::basic::from_utf8(b).map_err(|_| NOT_UTF8);
+    }
+    // simdutf8 hands strings under 64 bytes to std's check, which costs twice an ASCII test
+    // on the short keys and values that most attributes are.
+    if (b.len() < 64 && b.is_ascii()) || simdutf8::basic::from_utf8(b).is_ok() {
+        Ok("")
+    } else {
+        Err(NOT_UTF8)
     }
 }
 
@@ -124,6 +128,17 @@ impl<'a> Fields<'a> {
             }
         }
         Err(WireError("invalid varint"))
+    }
+
+    /// The bytes of a length-delimited field whose one-byte key is `key`, if that field is
+    /// next.
+    fn tagged_bytes(&mut self, key: u8) -> Option<&'a [u8]> {
+        if self.buf.get(self.pos) != Some(&key) {
+            return None;
+        }
+        self.pos += 1;
+        let len = usize::try_from(self.varint().ok()?).ok()?;
+        self.take(len).ok()
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -299,6 +314,12 @@ fn any_value<const KEEP: bool>(buf: &[u8], depth: u32) -> Result<AnyValueRef<'_>
 
 /// Validates a `KeyValue` at `depth`.
 fn key_value<const KEEP: bool>(buf: &[u8], depth: u32) -> Result<KeyValueRef<'_>> {
+    // The `AnyValue` inside is one level further down.
+    if depth + 1 < RECURSION_LIMIT
+        && let Some(kv) = plain_key_value::<KEEP>(buf)
+    {
+        return Ok(kv);
+    }
     let mut key = "";
     let mut value = AnyValueRef::Empty;
     let mut values = 0;
@@ -322,6 +343,46 @@ fn key_value<const KEEP: bool>(buf: &[u8], depth: u32) -> Result<KeyValueRef<'_>
         value = AnyValueRef::Other(buf);
     }
     Ok(KeyValueRef { key, value })
+}
+
+/// The `KeyValue` nearly every attribute is, read without the general field loop: field 1
+/// (the key) then field 2 (the value) holding one string, bool, int or double field or
+/// nothing, each tag in its one-byte form. Anything else, invalid text included, is `None`
+/// and takes the general path, which gives the same value or the error.
+fn plain_key_value<const KEEP: bool>(buf: &[u8]) -> Option<KeyValueRef<'_>> {
+    let mut f = fields(buf);
+    let key = f.tagged_bytes(0x0a)?;
+    let value = f.tagged_bytes(0x12)?;
+    if f.pos != buf.len() {
+        return None;
+    }
+    let mut v = fields(value);
+    let value = match value.first() {
+        None => AnyValueRef::Empty,
+        Some(0x0a) => AnyValueRef::Str(text::<KEEP>(v.tagged_bytes(0x0a)?).ok()?),
+        Some(0x10) => {
+            v.pos = 1;
+            AnyValueRef::Bool(v.varint().ok()? != 0)
+        }
+        Some(0x18) => {
+            v.pos = 1;
+            AnyValueRef::Int(v.varint().ok()? as i64)
+        }
+        Some(0x21) => {
+            v.pos = 1;
+            AnyValueRef::Double(f64::from_bits(u64::from_le_bytes(
+                v.take(8).ok()?.try_into().ok()?,
+            )))
+        }
+        Some(_) => return None,
+    };
+    if v.pos != v.buf.len() {
+        return None;
+    }
+    Some(KeyValueRef {
+        key: text::<KEEP>(key).ok()?,
+        value,
+    })
 }
 
 /// Where the attributes, events and links of a request's spans are kept, each span holding
@@ -1103,6 +1164,86 @@ mod tests {
                     assert_eq!(agrees_with_prost(request), valid, "{len} bytes + {tail:?}");
                 }
             }
+        }
+    }
+
+    /// Attributes in and around the shape `plain_key_value` reads without the general loop:
+    /// each converts (or is refused) as prost decodes it.
+    #[test]
+    fn attributes_of_every_shape_agree_with_prost() {
+        let field = |tag: u32, wt: u8, payload: &[u8]| message(&[(tag, wt, payload.to_vec())]);
+        let int = |v: i64| {
+            let mut b = Vec::new();
+            prost::encoding::encode_varint(v as u64, &mut b);
+            b
+        };
+        let text = |n: usize| vec![b'x'; n];
+        let kv = |key: &[u8], any: &[u8]| [field(1, 2, key), field(2, 2, any)].concat();
+        let attributes: Vec<(Vec<u8>, bool)> = vec![
+            (kv(b"k", &field(1, 2, b"v")), true),
+            (kv(&text(200), &field(1, 2, &text(300))), true),
+            (kv(b"k", &field(2, 0, &int(1))), true),
+            (kv(b"k", &field(2, 0, &int(0))), true),
+            (kv(b"k", &field(3, 0, &int(-5))), true),
+            (kv(b"k", &field(4, 1, &2.5f64.to_le_bytes())), true),
+            (kv(b"k", b""), true),
+            (field(1, 2, b"only a key"), true),
+            // the value before the key; a third field; two values; two fields in the value
+            (
+                [field(2, 2, &field(1, 2, b"v")), field(1, 2, b"k")].concat(),
+                true,
+            ),
+            (
+                [kv(b"k", &field(1, 2, b"v")), field(3, 0, &int(7))].concat(),
+                true,
+            ),
+            (
+                [
+                    kv(b"k", &field(1, 2, b"v")),
+                    field(2, 2, &field(3, 0, &int(7))),
+                ]
+                .concat(),
+                true,
+            ),
+            (
+                kv(b"k", &[field(1, 2, b"v"), field(3, 0, &int(7))].concat()),
+                true,
+            ),
+            (
+                kv(b"k", &field(5, 2, &field(1, 2, &field(3, 0, &int(1))))),
+                true,
+            ),
+            // the key's tag as a two-byte varint
+            (
+                [vec![0x8a, 0x00, 1, b'k'], field(2, 2, &field(1, 2, b"v"))].concat(),
+                true,
+            ),
+            (kv(&[0xff], &field(1, 2, b"v")), false),
+            (kv(b"k", &field(1, 2, &[b'v', 0xc3])), false),
+            (
+                kv(b"k", &field(1, 2, &[&text(100)[..], &[0xff]].concat())),
+                false,
+            ),
+            (kv(b"k", &field(4, 1, &[0; 8])[..8]), false),
+            (kv(b"k", &field(1, 0, &int(1))), false),
+            (
+                [kv(b"k", &field(1, 2, b"v")), vec![0x12, 5, 0x0a]].concat(),
+                false,
+            ),
+        ];
+        for (attribute, valid) in attributes {
+            let span = message(&[
+                (1, 2, vec![1; 16]),
+                (2, 2, vec![2; 8]),
+                (9, 2, attribute.clone()),
+            ]);
+            let request = message(&[(1, 2, message(&[(2, 2, message(&[(2, 2, span)]))]))]);
+            assert_eq!(
+                agrees_with_prost(&request),
+                valid,
+                "{}",
+                hex::encode(&attribute)
+            );
         }
     }
 
