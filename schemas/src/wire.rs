@@ -26,8 +26,23 @@ impl std::error::Error for WireError {}
 
 type Result<T> = std::result::Result<T, WireError>;
 
-/// prost's default recursion limit: nested messages below the request.
+/// prost's default recursion limit: a message nested 100 levels below the request is still
+/// read, but none below it, and an unknown field in it is refused (prost's skip of an unknown
+/// field checks the limit too).
 const RECURSION_LIMIT: u32 = 100;
+
+const RECURSION: WireError = WireError("recursion limit reached");
+
+/// An unknown field of a message nested `depth` levels down: skipped, unless at the limit.
+/// Only the messages that nest without bound (`AnyValue`, `ArrayValue`, `KeyValueList`,
+/// `KeyValue`) can get there; the others sit at fixed depths under 10.
+fn unknown_field(depth: u32) -> Result<()> {
+    if depth >= RECURSION_LIMIT {
+        Err(RECURSION)
+    } else {
+        Ok(())
+    }
+}
 
 /// One field's value as it is on the wire.
 #[derive(Debug, Clone, Copy)]
@@ -178,7 +193,7 @@ impl<'a> Fields<'a> {
                 };
             }
             if depth >= RECURSION_LIMIT {
-                return Err(WireError("recursion limit reached"));
+                return Err(RECURSION);
             }
             if wire_type == 3 {
                 self.skip_group(inner, depth + 1)?;
@@ -237,8 +252,8 @@ fn each_field<'a>(
     depth: u32,
     mut f: impl FnMut(u32, Value<'a>) -> Result<()>,
 ) -> Result<()> {
-    if depth >= RECURSION_LIMIT {
-        return Err(WireError("recursion limit reached"));
+    if depth > RECURSION_LIMIT {
+        return Err(RECURSION);
     }
     let mut fields = fields(buf);
     while let Some(field) = fields.next_at(depth) {
@@ -283,8 +298,10 @@ fn any_value<const KEEP: bool>(buf: &[u8], depth: u32) -> Result<AnyValueRef<'_>
                 each_field(v.bytes()?, depth + 1, |t, item| {
                     if t == 1 {
                         any_value::<KEEP>(item.bytes()?, depth + 2)?;
+                        Ok(())
+                    } else {
+                        unknown_field(depth + 1)
                     }
-                    Ok(())
                 })?;
                 AnyValueRef::Other(buf)
             }
@@ -292,8 +309,10 @@ fn any_value<const KEEP: bool>(buf: &[u8], depth: u32) -> Result<AnyValueRef<'_>
                 each_field(v.bytes()?, depth + 1, |t, item| {
                     if t == 1 {
                         key_value::<KEEP>(item.bytes()?, depth + 2)?;
+                        Ok(())
+                    } else {
+                        unknown_field(depth + 1)
                     }
-                    Ok(())
                 })?;
                 AnyValueRef::Other(buf)
             }
@@ -305,7 +324,10 @@ fn any_value<const KEEP: bool>(buf: &[u8], depth: u32) -> Result<AnyValueRef<'_>
                 v.varint()?;
                 AnyValueRef::Other(buf)
             }
-            _ => out,
+            _ => {
+                unknown_field(depth)?;
+                out
+            }
         };
         Ok(())
     })?;
@@ -315,7 +337,7 @@ fn any_value<const KEEP: bool>(buf: &[u8], depth: u32) -> Result<AnyValueRef<'_>
 /// Validates a `KeyValue` at `depth`.
 fn key_value<const KEEP: bool>(buf: &[u8], depth: u32) -> Result<KeyValueRef<'_>> {
     // The `AnyValue` inside is one level further down.
-    if depth + 1 < RECURSION_LIMIT
+    if depth < RECURSION_LIMIT
         && let Some(kv) = plain_key_value::<KEEP>(buf)
     {
         return Ok(kv);
@@ -333,7 +355,7 @@ fn key_value<const KEEP: bool>(buf: &[u8], depth: u32) -> Result<KeyValueRef<'_>
             3 => {
                 v.varint()?;
             }
-            _ => {}
+            _ => unknown_field(depth)?,
         }
         Ok(())
     })?;
@@ -1244,6 +1266,58 @@ mod tests {
                 "{}",
                 hex::encode(&attribute)
             );
+        }
+    }
+
+    /// Attributes nested in arrays and kvlists around prost's recursion limit: a message
+    /// 100 levels down is read, one below it is refused, and so is an unknown field or group
+    /// at the limit; each verdict and conversion is prost's.
+    #[test]
+    fn nested_attributes_meet_the_recursion_limit_where_prost_does() {
+        let field = |tag: u32, wt: u8, payload: Vec<u8>| message(&[(tag, wt, payload)]);
+        let group = |tag: u32, inner: &[u8]| {
+            let mut b = Vec::new();
+            prost::encoding::encode_varint(u64::from(tag << 3 | 3), &mut b);
+            b.extend_from_slice(inner);
+            prost::encoding::encode_varint(u64::from(tag << 3 | 4), &mut b);
+            b
+        };
+        let innermost: [(&str, Vec<u8>); 7] = [
+            ("string", field(1, 2, b"v".to_vec())),
+            ("nothing", Vec::new()),
+            ("bytes", field(7, 2, vec![0, 1])),
+            ("empty array", field(5, 2, Vec::new())),
+            (
+                "unknown field",
+                [field(1, 2, b"v".to_vec()), field(9, 0, vec![1])].concat(),
+            ),
+            ("empty group", group(9, &[])),
+            ("group", group(9, &field(1, 0, vec![1]))),
+        ];
+        let mut verdicts = Vec::new();
+        for (what, any_value) in &innermost {
+            for kvlists in 1..=2 {
+                for arrays in 42..=48 {
+                    let mut value = any_value.clone();
+                    for _ in 0..kvlists {
+                        let kv = [field(1, 2, b"k".to_vec()), field(2, 2, value)].concat();
+                        value = field(6, 2, field(1, 2, kv));
+                    }
+                    for _ in 0..arrays {
+                        value = field(5, 2, field(1, 2, value));
+                    }
+                    let kv = [field(1, 2, b"deep".to_vec()), field(2, 2, value)].concat();
+                    let span = message(&[(1, 2, vec![1; 16]), (2, 2, vec![2; 8]), (9, 2, kv)]);
+                    let request = message(&[(1, 2, message(&[(2, 2, message(&[(2, 2, span)]))]))]);
+                    let ok = agrees_with_prost(&request);
+                    verdicts.push((what, kvlists, arrays, ok));
+                }
+            }
+        }
+        // Each innermost value is read at some depth and refused at a deeper one.
+        for (what, _) in &innermost {
+            let of = |ok| verdicts.iter().any(|v| v.0 == what && v.3 == ok);
+            assert!(of(true) && of(false), "{what}: {verdicts:?}");
         }
     }
 
