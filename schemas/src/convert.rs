@@ -30,7 +30,7 @@ use crate::span_table::{
     event_fields, link_fields, list_item_field, map_key_field, map_value_field, span_schema,
 };
 use crate::wire::{
-    AnyValueRef, EventRef, KeyValueRef, LinkRef, Request, ScopeRef, SpanRef, WireError,
+    AnyValueRef, ArenaSizes, EventRef, KeyValueRef, LinkRef, Request, ScopeRef, SpanRef, WireError,
 };
 
 /// Why a span is refused at ingest. The rest of its request is kept.
@@ -739,6 +739,8 @@ pub struct PartitionedBatches {
     sizes: HashMap<Partition, BatchSizes>,
     /// Formatting buffer for numbers, reused across attributes.
     scratch: String,
+    /// What the last request's parse held, to size the next one's.
+    arena_sizes: ArenaSizes,
 }
 
 impl Default for PartitionedBatches {
@@ -753,6 +755,7 @@ impl PartitionedBatches {
             partitions: HashMap::new(),
             sizes: HashMap::new(),
             scratch: String::new(),
+            arena_sizes: ArenaSizes::default(),
         }
     }
 
@@ -769,7 +772,7 @@ impl PartitionedBatches {
     /// Appends every span of the protobuf `ExportTraceServiceRequest` in `request` under
     /// `tenant`, reading it in place. Nothing is appended when it is not a valid request.
     pub fn append_encoded(&mut self, tenant: &str, request: &[u8]) -> Result<(), WireError> {
-        let request = Request::parse(request)?;
+        let request = Request::parse_sized(request, &mut self.arena_sizes)?;
         // A request's spans mostly start within one hour: their partition (two strings) is
         // worked out again only when the hour changes.
         let mut current: Option<(i64, Partition)> = None;

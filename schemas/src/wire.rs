@@ -420,6 +420,46 @@ struct Arenas<'a> {
     scan: Scan,
 }
 
+/// How many items a request's arenas held (see [`Request::parse_sized`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArenaSizes([usize; 5]);
+
+impl<'a> Arenas<'a> {
+    /// Arenas with room for `sizes`, but never for more items than `bytes` of a request can
+    /// hold (each takes at least its field's tag and length byte), so a small request after a
+    /// large one does not reserve the large one's room.
+    fn sized(sizes: &ArenaSizes, bytes: usize) -> Self {
+        fn room<T>(items: usize, bytes: usize) -> Vec<T> {
+            Vec::with_capacity(items.min(bytes / 2))
+        }
+        let [
+            span_attributes,
+            events,
+            event_attributes,
+            links,
+            link_attributes,
+        ] = sizes.0;
+        Self {
+            span_attributes: room(span_attributes, bytes),
+            events: room(events, bytes),
+            event_attributes: room(event_attributes, bytes),
+            links: room(links, bytes),
+            link_attributes: room(link_attributes, bytes),
+            scan: Scan::default(),
+        }
+    }
+
+    fn sizes(&self) -> ArenaSizes {
+        ArenaSizes([
+            self.span_attributes.len(),
+            self.events.len(),
+            self.event_attributes.len(),
+            self.links.len(),
+            self.link_attributes.len(),
+        ])
+    }
+}
+
 /// A range of one of the request's arenas.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Slots {
@@ -746,7 +786,18 @@ impl<'a> Request<'a> {
     /// Validates `buf` whole; only when `KEEP` does the result hold the strings, attributes,
     /// events and links (a scan checks them all the same, and keeps the spans' ids and times).
     fn parse_as<const KEEP: bool>(buf: &'a [u8]) -> Result<Self> {
-        let mut arenas = Arenas::default();
+        Self::parse_into::<KEEP>(buf, Arenas::default())
+    }
+
+    /// [`Request::parse`] with its arenas sized from the previous request's `sizes`, which it
+    /// updates: a stream of similar requests is parsed without regrowing them.
+    pub fn parse_sized(buf: &'a [u8], sizes: &mut ArenaSizes) -> Result<Self> {
+        let request = Self::parse_into::<true>(buf, Arenas::sized(sizes, buf.len()))?;
+        *sizes = request.arenas.sizes();
+        Ok(request)
+    }
+
+    fn parse_into<const KEEP: bool>(buf: &'a [u8], mut arenas: Arenas<'a>) -> Result<Self> {
         let mut resource_spans_out = Vec::new();
         each_field(buf, 0, |tag, v| {
             if tag == 1 {
@@ -1319,6 +1370,36 @@ mod tests {
             let of = |ok| verdicts.iter().any(|v| v.0 == what && v.3 == ok);
             assert!(of(true) && of(false), "{what}: {verdicts:?}");
         }
+    }
+
+    /// The next parse reserves what the last one held, but a small request after a large one
+    /// reserves no more than its own bytes could hold.
+    #[test]
+    fn arenas_are_sized_from_the_last_request_within_the_next_ones_bytes() {
+        let mut large = sample_request();
+        let spans = &mut large.resource_spans[0].scope_spans[0].spans;
+        let span = spans[0].clone();
+        spans.extend(std::iter::repeat_n(span, 50));
+        let large = large.encode_to_vec();
+        let mut sizes = ArenaSizes::default();
+        let first = Request::parse_sized(&large, &mut sizes).expect("valid");
+        let held = first.arenas.span_attributes.len();
+        assert_eq!(held, 53 * 9);
+        assert_eq!(sizes.0, first.arenas.sizes().0);
+        let second = Request::parse_sized(&large, &mut sizes).expect("valid");
+        assert_eq!(second.arenas.span_attributes.capacity(), held);
+        let small = message(&[(
+            1,
+            2,
+            message(&[(
+                2,
+                2,
+                message(&[(2, 2, message(&[(1, 2, vec![1; 16]), (2, 2, vec![2; 8])]))]),
+            )]),
+        )]);
+        let third = Request::parse_sized(&small, &mut sizes).expect("valid");
+        assert!(third.arenas.span_attributes.capacity() <= small.len() / 2);
+        assert_eq!(sizes.0, [0; 5]);
     }
 
     #[test]
