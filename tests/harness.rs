@@ -59,22 +59,12 @@ pub fn free_addr() -> TestResult<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-/// The gRPC and HTTP addresses of ingest's `listening` log line, in the text format (ANSI
-/// colours included) or the JSON one.
+/// The gRPC and HTTP addresses of ingest's `listening` log line, in the text format or the
+/// JSON one.
 fn listening_addrs(log: &str) -> Option<(SocketAddr, SocketAddr)> {
     let line = log.lines().find(|l| l.contains("listening"))?;
-    // Drop the colours' escape sequences (ESC [ ... m).
-    let mut plain = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            plain.push(c);
-        }
-    }
     let field = |name: &str| -> Option<SocketAddr> {
-        let rest = &plain[plain.find(name)? + name.len()..];
+        let rest = &line[line.find(name)? + name.len()..];
         let rest = rest.trim_start_matches(['=', '"', ':']);
         let end = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
@@ -411,10 +401,8 @@ mod tests {
 
     #[test]
     fn listening_addrs_reads_both_log_formats() {
-        let text = "\x1b[2m2026-12-07T21:25:32.009642Z\x1b[0m \x1b[32m INFO\x1b[0m \
-            \x1b[2mingest\x1b[0m\x1b[2m:\x1b[0m listening \x1b[3mgrpc_addr\x1b[0m\x1b[2m=\x1b[0m\
-            127.0.0.1:37049 \x1b[3mhttp_addr\x1b[0m\x1b[2m=\x1b[0m127.0.0.1:36271 \
-            \x1b[3mstore\x1b[0m\x1b[2m=\x1b[0m/tmp/s/store";
+        let text = "2026-12-07T21:25:32.009642Z  INFO ingest: listening \
+            grpc_addr=127.0.0.1:37049 http_addr=127.0.0.1:36271 store=/tmp/s/store";
         let json = r#"{"timestamp":"2026-12-07T21:25:32.989145Z","level":"INFO","fields":{"message":"listening","grpc_addr":"127.0.0.1:34637","http_addr":"127.0.0.1:39359","store":"/tmp/s"},"target":"ingest"}"#;
         for (line, grpc, http) in [
             (text, "127.0.0.1:37049", "127.0.0.1:36271"),

@@ -1,3 +1,5 @@
+use std::io::IsTerminal as _;
+
 use clap::Parser;
 use curate::cli::{Args, Command, LogFormat};
 
@@ -21,7 +23,9 @@ async fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file or a container's log keeps plain text.
+        .with_ansi(std::io::stderr().is_terminal());
     match args.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),

@@ -1,3 +1,5 @@
+use std::io::IsTerminal as _;
+
 use clap::Parser;
 use eval_runner::cli::Args;
 
@@ -46,7 +48,9 @@ fn init_logging(json: bool) {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file or a container's log keeps plain text.
+        .with_ansi(std::io::stderr().is_terminal());
     if json {
         builder.json().init();
     } else {

@@ -106,3 +106,16 @@ fn unknown_config_key_stops_the_start_with_its_name() -> TestResult {
     assert!(err.contains("unknown field `stroe`"), "{err}");
     Ok(())
 }
+
+/// A log written to a file, as under a container runtime or systemd, is plain text: colour
+/// codes are for a terminal only.
+#[test]
+fn a_log_written_to_a_file_has_no_colour_codes() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut ingest = Ingest::start(&IngestOpts::local(dir.path()))?;
+    assert!(ingest.terminate()?.success(), "{}", ingest.log_text());
+    let log = ingest.log_text();
+    assert!(log.contains("listening"), "{log}");
+    assert!(!log.contains('\x1b'), "{log:?}");
+    Ok(())
+}
