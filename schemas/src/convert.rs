@@ -772,7 +772,7 @@ impl PartitionedBatches {
     /// Appends every span of the protobuf `ExportTraceServiceRequest` in `request` under
     /// `tenant`, reading it in place. Nothing is appended when it is not a valid request.
     pub fn append_encoded(&mut self, tenant: &str, request: &[u8]) -> Result<(), WireError> {
-        let request = Request::parse_sized(request, &mut self.arena_sizes)?;
+        let request = Request::parse(request, &mut self.arena_sizes)?;
         // A request's spans mostly start within one hour: their partition (two strings) is
         // worked out again only when the hour changes.
         let mut current: Option<(i64, Partition)> = None;

@@ -420,7 +420,7 @@ struct Arenas<'a> {
     scan: Scan,
 }
 
-/// How many items a request's arenas held (see [`Request::parse_sized`]).
+/// How many items a request's arenas held (see [`Request::parse`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ArenaSizes([usize; 5]);
 
@@ -778,25 +778,17 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// Validates `buf` whole, as prost would decode it, in one pass.
-    pub fn parse(buf: &'a [u8]) -> Result<Self> {
-        Self::parse_as::<true>(buf)
-    }
-
-    /// Validates `buf` whole; only when `KEEP` does the result hold the strings, attributes,
-    /// events and links (a scan checks them all the same, and keeps the spans' ids and times).
-    fn parse_as<const KEEP: bool>(buf: &'a [u8]) -> Result<Self> {
-        Self::parse_into::<KEEP>(buf, Arenas::default())
-    }
-
-    /// [`Request::parse`] with its arenas sized from the previous request's `sizes`, which it
-    /// updates: a stream of similar requests is parsed without regrowing them.
-    pub fn parse_sized(buf: &'a [u8], sizes: &mut ArenaSizes) -> Result<Self> {
+    /// Validates `buf` whole, as prost would decode it, in one pass. The arenas are sized
+    /// from the previous request's `sizes`, which this updates: a stream of similar requests
+    /// is parsed without regrowing them.
+    pub fn parse(buf: &'a [u8], sizes: &mut ArenaSizes) -> Result<Self> {
         let request = Self::parse_into::<true>(buf, Arenas::sized(sizes, buf.len()))?;
         *sizes = request.arenas.sizes();
         Ok(request)
     }
 
+    /// Validates `buf` whole; only when `KEEP` does the result hold the strings, attributes,
+    /// events and links (a scan checks them all the same, and counts the spans' verdicts).
     fn parse_into<const KEEP: bool>(buf: &'a [u8], mut arenas: Arenas<'a>) -> Result<Self> {
         let mut resource_spans_out = Vec::new();
         each_field(buf, 0, |tag, v| {
@@ -850,7 +842,9 @@ pub struct Scan {
 /// accepts ([`SpanRef::validate`]) and refuses; the reasons are ingest's to give, from the
 /// decoded structs, in the rare request that has refused spans.
 pub fn scan_request(buf: &[u8]) -> Result<Scan> {
-    Ok(Request::parse_as::<false>(buf)?.arenas.scan)
+    Ok(Request::parse_into::<false>(buf, Arenas::default())?
+        .arenas
+        .scan)
 }
 
 #[cfg(test)]
@@ -1382,11 +1376,11 @@ mod tests {
         spans.extend(std::iter::repeat_n(span, 50));
         let large = large.encode_to_vec();
         let mut sizes = ArenaSizes::default();
-        let first = Request::parse_sized(&large, &mut sizes).expect("valid");
+        let first = Request::parse(&large, &mut sizes).expect("valid");
         let held = first.arenas.span_attributes.len();
         assert_eq!(held, 53 * 9);
         assert_eq!(sizes.0, first.arenas.sizes().0);
-        let second = Request::parse_sized(&large, &mut sizes).expect("valid");
+        let second = Request::parse(&large, &mut sizes).expect("valid");
         assert_eq!(second.arenas.span_attributes.capacity(), held);
         let small = message(&[(
             1,
@@ -1397,7 +1391,7 @@ mod tests {
                 message(&[(2, 2, message(&[(1, 2, vec![1; 16]), (2, 2, vec![2; 8])]))]),
             )]),
         )]);
-        let third = Request::parse_sized(&small, &mut sizes).expect("valid");
+        let third = Request::parse(&small, &mut sizes).expect("valid");
         assert!(third.arenas.span_attributes.capacity() <= small.len() / 2);
         assert_eq!(sizes.0, [0; 5]);
     }
