@@ -478,10 +478,6 @@ fn list_array(
 }
 
 /// Nanoseconds as i64; validated spans always fit, anything else saturates.
-/// Partitions are hourly (UTC): spans whose start is in the same hour since the epoch share
-/// one.
-const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
-
 fn nanos(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
 }
@@ -795,7 +791,7 @@ impl PartitionedBatches {
                 };
                 for s in &ss.spans {
                     let start = nanos(s.start_time_unix_nano);
-                    let hour = start.div_euclid(NANOS_PER_HOUR);
+                    let hour = Partition::hour_of(start);
                     let partition = match &current {
                         Some((h, p)) if *h == hour => p,
                         _ => &current.insert((hour, Partition::of_span(tenant, start))).1,

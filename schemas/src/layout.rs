@@ -66,7 +66,16 @@ pub struct Partition {
     pub hour: u32,
 }
 
+/// Nanoseconds in a partition's hour.
+const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+
 impl Partition {
+    /// The hour since the epoch (UTC) that a span starting at `start_ns` is partitioned by:
+    /// spans of one tenant with the same hour have the same [`Partition::of_span`].
+    pub fn hour_of(start_ns: i64) -> i64 {
+        start_ns.div_euclid(NANOS_PER_HOUR)
+    }
+
     /// The partition of a span of `tenant` starting at `start_ns` (Unix nanoseconds).
     pub fn of_span(tenant: &str, start_ns: i64) -> Self {
         let t = DateTime::<Utc>::from_timestamp_nanos(start_ns);
@@ -145,6 +154,38 @@ pub fn ulid(unix_ms: u64, entropy: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Around hour, day and year ends, two starts share an `hour_of` exactly when they share
+    /// a partition.
+    #[test]
+    fn the_hour_of_a_start_decides_its_partition() {
+        let ends = [
+            1_772_449_200_000_000_000i64,
+            1_772_496_000_000_000_000,
+            1_767_225_600_000_000_000,
+        ];
+        let starts: Vec<i64> = ends
+            .iter()
+            .flat_map(|&e| {
+                [
+                    e - 3_600_000_000_000,
+                    e - 1,
+                    e,
+                    e + 1,
+                    e + 3_599_999_999_999,
+                ]
+            })
+            .collect();
+        for &a in &starts {
+            for &b in &starts {
+                assert_eq!(
+                    Partition::hour_of(a) == Partition::hour_of(b),
+                    Partition::of_span("t", a) == Partition::of_span("t", b),
+                    "{a} {b}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn partitions_read_back_from_paths_with_the_end_of_their_hour() {
