@@ -205,7 +205,7 @@ fn loadgen_merged_requests_land_every_span_once() -> TestResult {
 /// OTLP/JSON refused with a 400 that says why.
 #[test]
 fn null_receiver_counts_every_span_loadgen_sends_over_each_protocol() -> TestResult {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     use trace2eval_tests::harness::{bin_path, output_of};
     let mut null = Command::new(bin_path("null-receiver")?)
@@ -242,19 +242,16 @@ fn null_receiver_counts_every_span_loadgen_sends_over_each_protocol() -> TestRes
         assert_eq!(Some(spans), figures["corpus_spans"].as_u64(), "{out}");
         sent += spans;
     }
-    let body = r#"{"resourceSpans": 7}"#;
-    let addr = url("http")?.trim_start_matches("http://").to_string();
-    let mut tcp = std::net::TcpStream::connect(&addr)?;
-    write!(
-        tcp,
-        "POST /v1/traces HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer)?;
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    assert!(answer.contains("bad OTLP/JSON: resourceSpans"), "{answer}");
+    let answer = tokio::runtime::Runtime::new()?.block_on(http_post(
+        &reqwest::Client::new(),
+        &format!("{}/v1/traces", url("http")?),
+        "application/json",
+        false,
+        br#"{"resourceSpans": 7}"#.to_vec(),
+    ))?;
+    let text = String::from_utf8_lossy(&answer.body);
+    assert_eq!(answer.status, 400, "{text}");
+    assert!(text.contains("bad OTLP/JSON: resourceSpans"), "{text}");
     Command::new("kill").arg(null.id().to_string()).status()?;
     let out = null.wait_with_output()?;
     let err = String::from_utf8(out.stderr)?;
